@@ -1,0 +1,54 @@
+"""Packaging for vectorshift_sync: a blocking client for VectorShift sessions."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="vectorshift-sync",
+    version="0.1.0",
+    description=(
+        "Talk to VectorShift conversational Agents and Chatbots from synchronous "
+        "Python: the blocking twin of the official Session API."
+    ),
+    long_description=(HERE / "README.rst").read_text(encoding="utf-8"),
+    long_description_content_type="text/x-rst",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=find_packages(include=["vectorshift_sync", "vectorshift_sync.*"]),
+    package_data={"vectorshift_sync": ["py.typed"]},
+    install_requires=[
+        # The connection library: handshake, proxies, TLS.
+        "websocket-client>=1.6,<2",
+        # Sans-I/O frame parser fed by the reader thread's bulk reads.
+        "websockets>=13,<18",
+        "requests>=2.28,<3",
+    ],
+    extras_require={
+        # The local engine (vectorshift_sync.testing) uses websockets' threading
+        # server, already a core dependency; the extra exists so that installing
+        # it reads as intent and can grow without breaking users.
+        "local": [],
+        "test": [
+            "pytest>=7",
+            "pytest-timeout>=2.1",
+            "responses>=0.23",
+            "hypothesis>=6",
+        ],
+        "dev": ["mypy>=1.8", "ruff>=0.4", "types-requests"],
+    },
+    entry_points={
+        "console_scripts": ["vectorshift-sync=vectorshift_sync.cli:main"],
+        "pytest11": ["vectorshift_sync=vectorshift_sync.testing.pytest_plugin"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.9",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Typing :: Typed",
+    ],
+)

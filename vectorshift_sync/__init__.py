@@ -1,0 +1,81 @@
+"""vectorshift_sync: VectorShift conversational Agents and Chatbots from blocking Python.
+
+The blocking twin of the official ``vectorshift`` SDK's real-time Session: the same
+names, parameters and wire protocol, without ``await``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from .errors import (
+    ApiConnectionError,
+    ApiStatusError,
+    ApiTimeoutError,
+    ArgumentTypeError,
+    AuthenticationError,
+    BadRequestError,
+    ConversationalRunActionRequiredError,
+    InternalServerError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    SessionDisconnectedError,
+    SessionError,
+    SessionForkedError,
+    SessionTimeoutError,
+    UnprocessableEntityError,
+    VectorshiftApiError,
+    VectorshiftError,
+)
+from .events import (
+    MessageSender,
+    ParticipantStatus,
+    SessionEvent,
+    SessionEventType,
+    SessionMessage,
+    SessionMessageRole,
+    SessionMessageStatus,
+)
+
+__version__ = "0.1.0"
+
+#: The API key used when no ``api_key=`` is passed; falls back to ``VECTORSHIFT_API_KEY``.
+api_key: Optional[str] = None
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "__version__",
+    "api_key",
+    # errors
+    "VectorshiftError",
+    "VectorshiftApiError",
+    "ApiStatusError",
+    "BadRequestError",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "NotFoundError",
+    "UnprocessableEntityError",
+    "RateLimitError",
+    "InternalServerError",
+    "ApiConnectionError",
+    "ApiTimeoutError",
+    "SessionError",
+    "SessionDisconnectedError",
+    "SessionTimeoutError",
+    "SessionForkedError",
+    "ConversationalRunActionRequiredError",
+    "InvalidArgumentError",
+    "ArgumentTypeError",
+    # events
+    "SessionEvent",
+    "SessionEventType",
+    "SessionMessage",
+    "SessionMessageStatus",
+    "SessionMessageRole",
+    "ParticipantStatus",
+    "MessageSender",
+]
