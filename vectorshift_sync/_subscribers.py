@@ -1,0 +1,188 @@
+"""Subscriber queues: where the reader thread leaves events for consumers.
+
+A :class:`SubscriberQueue` is a ``queue.Queue`` whose producer never blocks. When a
+bounded queue is full, the offending event is dropped and an overflow marker takes
+one extra slot behind the events already queued; later drops are counted into the
+same marker until the consumer reaches it. The consumer therefore always learns of a
+loss, as an ``ERROR`` event with ``data["error"] == "subscriber queue overflow"``,
+before it sees any event that came after the loss. (The official SDK pushes its
+overflow error into the very queue that is full, so it is always lost.)
+
+Closing appends an end marker regardless of capacity, so a blocked consumer always
+wakes. No thread lives here; the module only guards its deque with the queue's mutex.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from typing import Any, Collection, Dict, List, Optional
+
+from ._protocol import OVERFLOW_ERROR
+from .events import SessionEvent, SessionEventType
+
+__all__ = ["SubscriberQueue", "Ended", "SLICE"]
+
+#: Longest single wait in a caller's thread. Waits are cut into slices of at most
+#: this length so that Ctrl-C gets through on every platform (on Windows an untimed
+#: lock wait cannot be interrupted).
+SLICE = 0.25
+
+
+class Ended(Exception):
+    """Raised by :meth:`SubscriberQueue.take` once the queue has been closed.
+
+    ``error`` is the ERROR event announcing an unexpected loss, or ``None`` for an
+    orderly close.
+    """
+
+    def __init__(self, error: Optional[SessionEvent]) -> None:
+        super().__init__("subscriber closed")
+        self.error = error
+
+
+class _Overflow:
+    """Stands in the queue for the events dropped since the consumer last caught up."""
+
+    __slots__ = ("session_id", "count", "types")
+
+    def __init__(self, event: SessionEvent) -> None:
+        self.session_id = event.session_id
+        self.count = 0
+        self.types: Dict[str, int] = {}
+        self.add(event)
+
+    def add(self, event: SessionEvent) -> None:
+        self.count += 1
+        key = event.type.value
+        self.types[key] = self.types.get(key, 0) + 1
+
+    def to_event(self) -> SessionEvent:
+        return SessionEvent(
+            SessionEventType.ERROR,
+            self.session_id,
+            data={
+                "error": OVERFLOW_ERROR,
+                "dropped_count": self.count,
+                "dropped_event_types": dict(self.types),
+                "dropped_event_type": next(iter(self.types)),
+            },
+        )
+
+
+class _End:
+    __slots__ = ("error",)
+
+    def __init__(self, error: Optional[SessionEvent]) -> None:
+        self.error = error
+
+
+class SubscriberQueue(queue.Queue):  # type: ignore[type-arg]
+    """One consumer's events; ``maxsize <= 0`` is unbounded.
+
+    ``event_types`` filters on the producer side, so events the consumer does not
+    want never take up space.
+    """
+
+    def __init__(
+        self, maxsize: int = 0, event_types: Optional[Collection[SessionEventType]] = None
+    ) -> None:
+        super().__init__(maxsize=0)  # bounds are enforced by offer(), never by put()
+        self.limit = maxsize if maxsize > 0 else 0
+        self.types = frozenset(event_types) if event_types else None
+        self.closed = False
+        self.overflows = 0
+        # Set without any lock by an iterator's __del__ (which may run inside the
+        # garbage collector on any thread); the producer prunes such queues.
+        self.abandoned = False
+
+    def offer(self, event: SessionEvent, *, force: bool = False) -> bool:
+        """Queue ``event`` without blocking; return False if it was dropped.
+
+        ``force`` bypasses the filter and the bound (for errors every consumer must see).
+        """
+        if not force and self.types is not None and event.type not in self.types:
+            return True
+        with self.mutex:
+            if self.closed:
+                return False
+            items = self.queue
+            if not force and self.limit and len(items) >= self.limit:
+                last = items[-1] if items else None
+                if isinstance(last, _Overflow):
+                    last.add(event)
+                else:
+                    items.append(_Overflow(event))
+                    self.overflows += 1
+                    self.not_empty.notify()
+                return False
+            items.append(event)
+            self.not_empty.notify()
+            return True
+
+    def close(self, error: Optional[SessionEvent] = None) -> None:
+        """End the stream: queue ``error`` (if any) and the end marker; wake the consumer."""
+        with self.mutex:
+            if self.closed:
+                return
+            self.closed = True
+            self.queue.append(_End(error))
+            self.not_empty.notify_all()
+
+    def take(self, deadline: Optional[float]) -> SessionEvent:
+        """Block until the next event; ``deadline`` is a ``time.monotonic()`` value.
+
+        Raises :class:`Ended` after the end marker (it stays, so every later call
+        raises too) and ``queue.Empty`` when the deadline passes.
+        """
+        while True:
+            if deadline is None:
+                wait = SLICE
+            else:
+                wait = min(SLICE, deadline - time.monotonic())
+                if wait <= 0:
+                    item = self.get_nowait()
+                    return self._unwrap(item)
+            try:
+                item = self.get(timeout=wait)
+            except queue.Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                continue
+            return self._unwrap(item)
+
+    def take_blocking(self) -> SessionEvent:
+        """Block without a deadline; for the library's own background threads only."""
+        return self._unwrap(self.get())
+
+    def _unwrap(self, item: Any) -> SessionEvent:
+        if isinstance(item, _End):
+            with self.mutex:
+                # Keep the marker for the next call; the error is reported only once.
+                self.queue.appendleft(_End(None))
+                self.not_empty.notify()
+            raise Ended(item.error)
+        if isinstance(item, _Overflow):
+            return item.to_event()
+        event: SessionEvent = item
+        return event
+
+    def drain(self) -> List[Any]:
+        """Remove and return every queued item (markers included), for a hand-over."""
+        with self.mutex:
+            items = list(self.queue)
+            self.queue.clear()
+            return items
+
+    def give(self, items: List[Any]) -> None:
+        """Queue items taken from another queue's :meth:`drain`, in order."""
+        for item in items:
+            if isinstance(item, _Overflow):
+                self.offer(item.to_event(), force=True)
+            elif isinstance(item, SessionEvent):
+                self.offer(item)
+
+    def clear(self) -> None:
+        """Forget everything queued."""
+        with self.mutex:
+            self.queue.clear()

@@ -1,0 +1,296 @@
+"""One WebSocket connection: websocket-client dials, websockets' sans-I/O core frames.
+
+websocket-client does what it is good at: the HTTP upgrade, proxies, TLS options. Once
+the handshake is done, its socket is read in bulk by exactly one thread (the session's
+reader) and the bytes are fed to websockets' sans-I/O ``Protocol``, which parses frames,
+answers pings, and runs the close handshake. websocket-client's own ``recv()`` and
+``close()`` are never called: its ``close()`` reads frames itself and swallows errors,
+which would make a second reader on the socket.
+
+This module is the one place where websocket-client's and the socket's exceptions
+become ours.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import select
+import socket
+import ssl
+import threading
+from typing import Any, Dict, List, Mapping, Optional
+
+import websocket
+from websockets.frames import Opcode
+from websockets.protocol import Protocol, Side, State
+
+from .errors import (
+    SessionDisconnectedError,
+    SessionError,
+    SessionTimeoutError,
+    VectorshiftError,
+    api_error_for_status,
+)
+
+__all__ = ["Transport", "TransportClosed", "SessionConnectionError", "open_transport"]
+
+logger = logging.getLogger(__name__)
+
+_READ_SIZE = 1 << 16
+
+
+class SessionConnectionError(SessionDisconnectedError):
+    """The WebSocket could not be opened (refused, unreachable, TLS, bad upgrade)."""
+
+
+class TransportClosed(Exception):
+    """The connection is over; ``reason`` says how (for logs and ERROR events)."""
+
+    def __init__(self, reason: str, *, clean: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.clean = clean
+
+
+class Transport:
+    """A connected WebSocket whose bytes are framed by a sans-I/O protocol.
+
+    Thread rules: :meth:`receive` is called by one thread only (the reader);
+    :meth:`send_text`, :meth:`send_ping`, :meth:`send_close` and :meth:`abort` may be
+    called from any thread.
+    """
+
+    def __init__(self, sock: socket.socket, *, max_message_size: Optional[int]) -> None:
+        self._sock = sock
+        self._protocol = Protocol(Side.CLIENT, state=State.OPEN, max_size=max_message_size)
+        self._proto_lock = threading.Lock()  # guards the protocol object; no I/O inside
+        self._send_lock = threading.Lock()  # orders socket writes between threads
+        self._fragments: List[bytes] = []
+        self._binary = False  # inside a fragmented binary message (ignored)
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has ended or :meth:`abort` was called."""
+        return self._closed or self._protocol.state is State.CLOSED
+
+    # --- sending (any thread) ---------------------------------------------------
+
+    def send_text(self, text: str) -> None:
+        """Send one text frame; raise :class:`SessionDisconnectedError` if that fails."""
+        self._write(lambda p: p.send_text(text.encode("utf-8")))
+
+    def send_ping(self) -> None:
+        """Send a WebSocket-level ping (the server's pong proves the path is alive)."""
+        self._write(lambda p: p.send_ping(b""))
+
+    def send_close(self, code: int = 1000) -> None:
+        """Start the closing handshake; a connection already closing is left alone."""
+        try:
+            self._write(lambda p: p.send_close(code) if p.state is State.OPEN else None)
+        except SessionDisconnectedError:
+            pass
+
+    def _write(self, action: Any) -> None:
+        with self._send_lock:
+            with self._proto_lock:
+                if self.closed or self._protocol.state is not State.OPEN:
+                    raise SessionDisconnectedError(
+                        "the WebSocket is closed; connect() again to resume the session"
+                    )
+                action(self._protocol)
+                data = self._protocol.data_to_send()
+            self._sendall(data)
+
+    def _sendall(self, chunks: List[bytes]) -> None:
+        try:
+            for chunk in chunks:
+                if chunk:
+                    self._sock.sendall(chunk)
+                else:  # websockets asks for a half-close
+                    self._sock.shutdown(socket.SHUT_WR)
+        except (OSError, ValueError) as exc:
+            self._closed = True
+            raise SessionDisconnectedError(f"sending on the WebSocket failed: {exc}") from exc
+
+    # --- receiving (the reader thread only) --------------------------------------
+
+    def receive(self, timeout: float) -> Optional[List[bytes]]:
+        """Wait up to ``timeout`` seconds for data; return the complete messages read.
+
+        Returns ``None`` when nothing at all arrived (not even a control frame) and a
+        list (possibly empty) when bytes did. Raises :class:`TransportClosed` when the
+        connection is over.
+        """
+        sock = self._sock
+        try:
+            pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+            if not pending:
+                readable, _, _ = select.select([sock], [], [], max(timeout, 0.0))
+                if not readable:
+                    return None
+            data = sock.recv(_READ_SIZE)
+        except (OSError, ValueError) as exc:
+            if self._closed:
+                raise TransportClosed("connection closed locally", clean=True) from None
+            raise TransportClosed(f"reading from the WebSocket failed: {exc}") from None
+        with self._proto_lock:
+            if data:
+                self._protocol.receive_data(data)
+            else:
+                self._protocol.receive_eof()
+            frames = self._protocol.events_received()
+            out = self._protocol.data_to_send()
+            state = self._protocol.state
+        if out:
+            with self._send_lock:
+                try:
+                    self._sendall(out)
+                except SessionDisconnectedError:
+                    pass  # the read side reports the end below or on the next call
+        messages = self._assemble(frames)
+        if state is State.CLOSED or not data:
+            if messages:
+                return messages  # deliver what came before the end; next call raises
+            raise self._closed_reason(data)
+        return messages
+
+    def _assemble(self, frames: List[Any]) -> List[bytes]:
+        messages: List[bytes] = []
+        for frame in frames:
+            opcode = frame.opcode
+            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                if frame.fin:
+                    if opcode is Opcode.TEXT:
+                        messages.append(frame.data)
+                    self._fragments = []
+                else:
+                    self._fragments = [frame.data] if opcode is Opcode.TEXT else []
+                    self._binary = opcode is Opcode.BINARY
+            elif opcode is Opcode.CONT:
+                if not self._binary:
+                    self._fragments.append(frame.data)
+                    if frame.fin:
+                        messages.append(b"".join(self._fragments))
+                        self._fragments = []
+        return messages
+
+    def _closed_reason(self, data: bytes) -> TransportClosed:
+        protocol = self._protocol
+        if self._closed:
+            return TransportClosed("connection closed locally", clean=True)
+        exc = protocol.parser_exc if hasattr(protocol, "parser_exc") else None
+        if exc is not None:
+            return TransportClosed(f"protocol error from the server: {exc}")
+        received = protocol.close_rcvd
+        if received is not None:
+            clean = received.code == 1000
+            reason = f"server closed the WebSocket (code {received.code}"
+            reason += f", {received.reason!r})" if received.reason else ")"
+            return TransportClosed(reason, clean=clean)
+        if not data:
+            return TransportClosed("server dropped the connection without a close frame")
+        return TransportClosed("the WebSocket closed")
+
+    # --- teardown (any thread) -------------------------------------------------
+
+    def abort(self) -> None:
+        """Shut the socket down so a reader blocked on it wakes; idempotent."""
+        self._closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def release(self) -> None:
+        """Free the socket; call after the reader has stopped."""
+        self.abort()
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+
+def open_transport(
+    url: str,
+    api_key: str,
+    *,
+    timeout: float,
+    max_message_size: Optional[int],
+    sslopt: Optional[Mapping[str, Any]] = None,
+    proxy: Optional[Mapping[str, Any]] = None,
+    write_timeout: float,
+) -> Transport:
+    """Dial ``url`` with the Bearer header and return a connected :class:`Transport`.
+
+    Raises the HTTP status family (e.g. :class:`AuthenticationError`) when the upgrade
+    is refused, :class:`SessionTimeoutError` when ``timeout`` runs out, and
+    :class:`SessionConnectionError` for any other failure to connect.
+    """
+    options: Dict[str, Any] = dict(proxy or {})
+    try:
+        ws = websocket.create_connection(
+            url,
+            timeout=timeout,
+            header=[f"Authorization: Bearer {api_key}"],
+            suppress_origin=True,
+            skip_utf8_validation=True,
+            sslopt=dict(sslopt) if sslopt else None,
+            **options,
+        )
+    except websocket.WebSocketBadStatusException as exc:
+        body = exc.resp_body or b""
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+        raise api_error_for_status(
+            exc.status_code,
+            method="GET",
+            endpoint=_path_of(url),
+            raw_response=text,
+            error_message=_error_message(text),
+        ) from None
+    except (websocket.WebSocketTimeoutException, socket.timeout) as exc:
+        raise SessionTimeoutError(
+            f"timed out after {timeout:.1f}s opening the WebSocket to {_safe(url)}"
+        ) from exc
+    except VectorshiftError:
+        raise
+    except (OSError, websocket.WebSocketException, ValueError) as exc:
+        raise SessionConnectionError(
+            f"could not open the WebSocket to {_safe(url)}: {exc}; check the network "
+            "and VECTORSHIFT_WS_URL / VECTORSHIFT_BASE_URL"
+        ) from exc
+    sock = ws.sock
+    if sock is None:  # pragma: no cover - websocket-client always sets it on success
+        raise SessionError("websocket-client returned no socket")
+    sock.settimeout(write_timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # websocket-client reads the handshake response one byte at a time, so nothing of
+    # the first frames is left in its buffers: the socket is ours from here.
+    return Transport(sock, max_message_size=max_message_size)
+
+
+def _path_of(url: str) -> str:
+    rest = url.split("://", 1)[-1]
+    slash = rest.find("/")
+    return rest[slash:] if slash >= 0 else "/"
+
+
+def _safe(url: str) -> str:
+    # A URL may carry credentials (user:pass@host); never show them.
+    scheme, _, rest = url.partition("://")
+    if "@" in rest.split("/", 1)[0]:
+        rest = rest.split("@", 1)[1]
+    return f"{scheme}://{rest}"
+
+
+def _error_message(text: str) -> str:
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text.strip()
+    if isinstance(body, dict):
+        for key in ("error", "message", "detail"):
+            if body.get(key):
+                return str(body[key])
+    return text.strip()
