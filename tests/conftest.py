@@ -43,8 +43,11 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+_SESSION_THREADS = ("vectorshift-reader", "vectorshift-callbacks")
+
+
 def _library_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name.startswith("vectorshift-")}
+    return {t for t in threading.enumerate() if t.name.startswith(_SESSION_THREADS)}
 
 
 @pytest.fixture(autouse=True)

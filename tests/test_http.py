@@ -102,9 +102,7 @@ def test_query_parameters_keep_their_order_and_drop_none(
 
 def test_json_body_is_sent(api: responses.RequestsMock) -> None:
     api.post(DEFAULT_BASE_URL + "/agent/a/run", json={"run_id": "r"})
-    result = _http.request_json(
-        "POST", "/agent/a/run", json_body={"inputs": {"q": 1}}, api_key=KEY
-    )
+    result = _http.request_json("POST", "/agent/a/run", json_body={"inputs": {"q": 1}}, api_key=KEY)
     assert result == {"run_id": "r"}
     assert json.loads(api.calls[0].request.body or b"") == {"inputs": {"q": 1}}
 
@@ -146,9 +144,7 @@ def test_key_falls_back_to_global_then_environment(
     assert api.calls[0].request.headers["Authorization"] == f"Bearer {expected}"
 
 
-def test_explicit_key_wins(
-    api: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_explicit_key_wins(api: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(vectorshift_sync, "api_key", "global-key-123")
     api.get(AGENT_URL, json={})
     get()
@@ -172,9 +168,7 @@ def test_key_in_a_requests_error_is_masked(api: responses.RequestsMock) -> None:
     assert KEY not in repr(info.value)
 
 
-def test_key_never_logged(
-    api: responses.RequestsMock, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_key_never_logged(api: responses.RequestsMock, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="vectorshift_sync")
     api.get(AGENT_URL, json={})
     get(params=[("id", "x")])

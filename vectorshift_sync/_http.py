@@ -82,8 +82,7 @@ def check_timeout(timeout: object) -> float | None:
     value = float(timeout)
     if math.isnan(value) or value <= 0:
         raise InvalidArgumentError(
-            f"timeout must be a positive number of seconds or None (wait forever), "
-            f"got {timeout!r}"
+            f"timeout must be a positive number of seconds or None (wait forever), got {timeout!r}"
         )
     if math.isinf(value):
         return None
@@ -94,18 +93,14 @@ def check_http(http: object) -> requests.Session | None:
     """Validate an ``http`` argument: ``None`` or a ``requests.Session``."""
     if http is None or isinstance(http, requests.Session):
         return http
-    raise ArgumentTypeError(
-        f"http must be a requests.Session or None, not {type(http).__name__}"
-    )
+    raise ArgumentTypeError(f"http must be a requests.Session or None, not {type(http).__name__}")
 
 
 def _check_optional_str(name: str, value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ArgumentTypeError(
-            f"{name} must be a str or None, not {type(value).__name__}"
-        )
+        raise ArgumentTypeError(f"{name} must be a str or None, not {type(value).__name__}")
     if not value:
         raise InvalidArgumentError(f"{name} must be a non-empty string or None")
     return value
@@ -203,8 +198,7 @@ def request_json(
     key = resolve_api_key(api_key)
     if not key:
         raise InvalidArgumentError(
-            f"No VectorShift API key is configured, so {method} {path} was not sent: "
-            f"{_KEY_HELP}."
+            f"No VectorShift API key is configured, so {method} {path} was not sent: {_KEY_HELP}."
         )
 
     base = base_url()
@@ -262,9 +256,7 @@ def request_json(
             method=method,
             endpoint=path,
             raw_response=_scrub(text, key),
-            error_message=_clip(
-                _scrub(error_message_from_body(text), key), _MAX_DETAIL
-            ),
+            error_message=_clip(_scrub(error_message_from_body(text), key), _MAX_DETAIL),
         )
 
     try:
@@ -359,9 +351,7 @@ def optional_str(value: Any) -> str | None:
 def check_session_id(session_id: object) -> str:
     """Validate a ``session_id`` argument: a non-empty ``str``."""
     if not isinstance(session_id, str):
-        raise ArgumentTypeError(
-            f"session_id must be a str, not {type(session_id).__name__}"
-        )
+        raise ArgumentTypeError(f"session_id must be a str, not {type(session_id).__name__}")
     if not session_id:
         raise InvalidArgumentError("session_id must be a non-empty string")
     return session_id
