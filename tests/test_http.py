@@ -39,25 +39,6 @@ KEY = "sk-test-0123456789abcdef"
 AGENT_URL = DEFAULT_BASE_URL + "/agent"
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "VECTORSHIFT_API_KEY",
-        "VECTORSHIFT_BASE_URL",
-        "VECTORSHIFT_WS_URL",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "NO_PROXY",
-        "no_proxy",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(vectorshift_sync, "api_key", None)
-
-
 @pytest.fixture
 def api() -> Iterator[responses.RequestsMock]:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:

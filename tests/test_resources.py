@@ -37,23 +37,6 @@ CHATBOT_URL = DEFAULT_BASE_URL + "/chatbot"
 CONVERSATIONAL = {"_id": "agent_1", "name": "Helper", "agent_type": "conversational"}
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "VECTORSHIFT_API_KEY",
-        "VECTORSHIFT_BASE_URL",
-        "VECTORSHIFT_WS_URL",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(vectorshift_sync, "api_key", None)
-
-
 @pytest.fixture
 def api() -> Iterator[responses.RequestsMock]:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
