@@ -32,7 +32,19 @@ import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Callable, FrozenSet, Iterator, List, Optional, Tuple, Type, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    FrozenSet,
+    Generator,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+)
 
 from . import _protocol as proto
 from ._config import resolve_api_key, ws_session_url
@@ -41,6 +53,7 @@ from ._subscribers import SLICE, Ended, SubscriberQueue
 from ._transport import SessionConnectionError, Transport, TransportClosed, open_transport
 from .errors import (
     ArgumentTypeError,
+    ConversationalRunActionRequiredError,
     InvalidArgumentError,
     SessionDisconnectedError,
     SessionError,
@@ -48,6 +61,7 @@ from .errors import (
     SessionTimeoutError,
 )
 from .events import SessionEvent, SessionEventType, SessionMessage
+from .turns import TurnResult, TurnTracker
 
 __all__ = [
     "Session",
@@ -58,6 +72,7 @@ __all__ = [
     "UserSessionMessage",
     "SendManyItem",
     "ApprovalResponse",
+    "TurnResult",
     "EventTypes",
     "Callback",
 ]
@@ -429,19 +444,130 @@ class Session:
             raise ArgumentTypeError(f"maxsize must be an int, not {type(maxsize).__name__}")
         if timeout is not None:
             _check_positive("timeout", timeout)
+        return _Listener(self, self._subscribe(types, maxsize, fresh=False), timeout)
+
+    def _subscribe(
+        self, types: Optional[FrozenSet[SessionEventType]], maxsize: int, *, fresh: bool
+    ) -> SubscriberQueue:
+        """Register a queue; it starts with the backlog, or (``fresh``) clears it."""
         self._check_fork()
         subscriber = SubscriberQueue(maxsize, types)
         with self._lock:
             if self._state in (_OPEN, _CONNECTING):
-                subscriber.give(self._backlog.drain())
+                if fresh:
+                    self._backlog.clear()
+                else:
+                    subscriber.give(self._backlog.drain())
                 self._listeners = self._listeners + (subscriber,)
-            elif self._state == _CLOSED and self._lost_reason and self._backlog.qsize():
+            elif (
+                not fresh
+                and self._state == _CLOSED
+                and self._lost_reason
+                and self._backlog.qsize()
+            ):
                 # The link died with events nobody took yet: hand them over, then end.
                 subscriber.give(self._backlog.drain())
                 subscriber.close()
             else:
                 raise SessionDisconnectedError(self._not_connected_message())
-        return _Listener(self, subscriber, timeout)
+        return subscriber
+
+    # --- turns ---------------------------------------------------------------------
+
+    def stream(
+        self,
+        content: Content,
+        *,
+        files: Optional[Sequence[FileLike]] = None,
+        mime_type: Optional[str] = None,
+        filename: Optional[str] = None,
+        timeout: Optional[float] = 300.0,
+    ) -> Iterator[SessionEvent]:
+        """Send one turn and yield its events until the agent's turn ends.
+
+        Subscribes before sending, so nothing of the turn is missed. An approval
+        request is yielded like any event; answer it with :meth:`respond` and keep
+        iterating. ``timeout`` bounds the whole turn (:class:`SessionTimeoutError`);
+        a lost connection yields its ``ERROR`` event and then raises
+        :class:`SessionDisconnectedError`. Stopping early unsubscribes.
+        """
+        _check_str("mime_type", mime_type, optional=True)
+        _check_str("filename", filename, optional=True)
+        if timeout is not None:
+            _check_positive("timeout", timeout)
+        session_id = self._require_open()
+        frame = proto.encode_send(
+            session_id, content, files=files, mime_type=mime_type, filename=filename
+        )
+        subscriber = self._subscribe(None, 0, fresh=True)
+        listener = _Listener(self, subscriber, None)
+        try:
+            self._send_frame(frame)
+        except BaseException:
+            listener.close()
+            raise
+        return self._turn_events(listener, TurnTracker(), timeout)
+
+    def _turn_events(
+        self, listener: _Listener, tracker: TurnTracker, timeout: Optional[float]
+    ) -> Generator[SessionEvent, None, None]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with listener:
+            while True:
+                try:
+                    event = listener._queue.take(deadline)
+                except queue.Empty:
+                    raise SessionTimeoutError(
+                        f"the turn did not end within {timeout}s (session "
+                        f"{self._session_id!r}); it may still be running on the engine"
+                    ) from None
+                except Ended as end:
+                    if end.error is not None:
+                        yield end.error
+                    raise SessionDisconnectedError(
+                        "the session closed before the turn ended"
+                        + (f" ({self._lost_reason})" if self._lost_reason else "")
+                    ) from None
+                yield event
+                if tracker.feed(event):
+                    return
+
+    def ask(
+        self,
+        content: Content,
+        *,
+        files: Optional[Sequence[FileLike]] = None,
+        mime_type: Optional[str] = None,
+        filename: Optional[str] = None,
+        timeout: Optional[float] = 300.0,
+    ) -> TurnResult:
+        """Send one turn, block until the agent's turn ends, and return its answer.
+
+        The answer is the agent's own final message (never the echo of the user's
+        post). Raises :class:`ConversationalRunActionRequiredError` carrying the event
+        when the agent asks for approval or re-authorisation (answer it with
+        :meth:`respond`, then follow the rest with :meth:`listen`),
+        :class:`SessionError` when the turn reports an error,
+        :class:`SessionTimeoutError` after ``timeout`` seconds, and
+        :class:`SessionDisconnectedError` when the connection is lost.
+        """
+        tracker = TurnTracker()
+        events: List[SessionEvent] = []
+        stream = self.stream(
+            content, files=files, mime_type=mime_type, filename=filename, timeout=timeout
+        )
+        assert isinstance(stream, Generator)
+        listener_stream = stream
+        for event in listener_stream:
+            events.append(event)
+            tracker.feed(event)
+            if event.type in (SessionEventType.APPROVAL_REQUEST, SessionEventType.REAUTH_REQUEST):
+                listener_stream.close()
+                raise ConversationalRunActionRequiredError(event, self._session_id or "")
+            if event.type is SessionEventType.ERROR:
+                listener_stream.close()
+                raise SessionError(f"the turn failed: {event.error}")
+        return TurnResult(tracker.text, self._session_id or "", events)
 
     def on(self, event_types: EventTypes, callback: Optional[_F] = None) -> Any:
         """Call ``callback(event)`` for every event of ``event_types`` (None: all).
