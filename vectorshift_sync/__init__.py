@@ -40,6 +40,11 @@ from .events import (
     SessionMessageStatus,
 )
 
+from .agent import Agent, AgentRunResult, AgentType, ConversationalAgentRunResult
+from .chatbot import Chatbot
+from .session import ApprovalResponse, SendManyItem, Session, UserSessionMessage
+from .turns import TurnResult
+
 __version__ = "0.1.0"
 
 #: The API key used when no ``api_key=`` is passed; falls back to ``VECTORSHIFT_API_KEY``.
@@ -50,6 +55,17 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "__version__",
     "api_key",
+    # resources and sessions
+    "Agent",
+    "AgentType",
+    "AgentRunResult",
+    "ConversationalAgentRunResult",
+    "Chatbot",
+    "Session",
+    "UserSessionMessage",
+    "SendManyItem",
+    "ApprovalResponse",
+    "TurnResult",
     # errors
     "VectorshiftError",
     "VectorshiftApiError",

@@ -19,7 +19,7 @@ Differences from the official SDK, all deliberate:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -31,15 +31,29 @@ from ._http import (
     fetch_object,
     optional_str,
     plain_id,
+    request_json,
 )
-from .errors import ArgumentTypeError, InvalidArgumentError
+from ._run import (
+    AgentRunResult,
+    ConversationalAgentRunResult,
+    check_run_options,
+    run_conversational,
+)
+from .errors import ArgumentTypeError, ConversationalRunActionRequiredError, InvalidArgumentError
 
 if TYPE_CHECKING:
     import requests
 
+    from ._protocol import FileLike
     from .session import Session
 
-__all__ = ["Agent", "AgentType"]
+__all__ = [
+    "Agent",
+    "AgentType",
+    "AgentRunResult",
+    "ConversationalAgentRunResult",
+    "ConversationalRunActionRequiredError",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +264,74 @@ class Agent:
 
         return Session(session_id=session_id, api_key=self._api_key)
 
-    # run() belongs here (issue 4, "One-shot conversational run, blocking"): a
-    # functional agent POSTs /agent/{id}/run through _http.request_json with
-    # self._api_key, self._timeout and self._http; a conversational one drives a
-    # hidden Session (PROTOCOL.md §2.6 and §6.10).
+    def run(
+        self,
+        inputs: Any = None,
+        additional_instructions: str | None = None,
+        *,
+        skill: Any = None,
+        files: Sequence[FileLike] | None = None,
+        session_id: str | None = None,
+        keep_alive: bool = False,
+        include_deltas: bool = False,
+        timeout: float | None = 300.0,
+    ) -> AgentRunResult | ConversationalAgentRunResult:
+        """Run the agent once and block until it has answered.
+
+        A conversational agent takes ``inputs`` as the message (str, Path, bytes or
+        file object), sends it on a session (a new one, or ``session_id``'s), waits
+        until the turn ends (at most ``timeout`` seconds) and returns a
+        :class:`ConversationalAgentRunResult`. The session is terminated afterwards
+        unless ``keep_alive`` or ``session_id`` was given. When the agent asks for an
+        approval, :class:`ConversationalRunActionRequiredError` is raised and the
+        session is kept so that ``agent.resume_session(error.session_id)`` can answer.
+
+        A functional agent takes a dict of inputs, POSTs ``/agent/{id}/run`` and
+        returns an :class:`AgentRunResult`.
+        """
+        if self.agent_type is AgentType.CONVERSATIONAL:
+            check_run_options(additional_instructions, skill, files, session_id)
+            session = self.create_session(session_id)
+            return run_conversational(
+                session,
+                inputs,
+                files=files,
+                keep_alive=bool(keep_alive),
+                resumed=session_id is not None,
+                include_deltas=bool(include_deltas),
+                timeout=timeout,
+            )
+        if files is not None or session_id is not None or keep_alive or include_deltas:
+            raise InvalidArgumentError(
+                "files, session_id, keep_alive and include_deltas apply to "
+                "conversational agents only"
+            )
+        if inputs is not None and not isinstance(inputs, Mapping):
+            raise ArgumentTypeError(
+                f"a functional run takes a dict of inputs, not {type(inputs).__name__}"
+            )
+        if not self.id:
+            raise InvalidArgumentError(f"{self!r} has no id; get it with Agent.fetch(...)")
+        body: dict[str, Any] = {"inputs": dict(inputs or {})}
+        instructions = additional_instructions or ""
+        skill_text = getattr(skill, "content", None)
+        if isinstance(skill_text, str) and skill_text:
+            instructions = f"{instructions}\n\n{skill_text}" if instructions else skill_text
+        if instructions:
+            body["additional_instructions"] = instructions
+        data = request_json(
+            "POST",
+            f"/agent/{self.id}/run",
+            json_body=body,
+            api_key=self._api_key,
+            timeout=self._timeout if timeout is None else timeout,
+            http=self._http,
+        )
+        outputs = data.get("outputs")
+        error = data.get("error")
+        return AgentRunResult(
+            outputs=dict(outputs) if isinstance(outputs, Mapping) else {},
+            run_id=str(data.get("run_id") or ""),
+            status=str(data.get("status") or "success"),
+            error=None if error is None else str(error),
+        )
