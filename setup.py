@@ -37,7 +37,7 @@ setup(
             "responses>=0.23",
             "hypothesis>=6",
         ],
-        "dev": ["mypy>=1.8", "ruff>=0.4", "types-requests"],
+        "dev": ["mypy>=1.8,<2", "ruff>=0.4", "types-requests"],
     },
     entry_points={
         "console_scripts": ["vectorshift-sync=vectorshift_sync.cli:main"],
