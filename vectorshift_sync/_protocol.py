@@ -327,7 +327,14 @@ def _sid(frame: Mapping[str, Any], default: str) -> str:
 def _error_text(value: Any, default: str) -> str:
     if value is None or value == "":
         return default
-    return value if isinstance(value, str) else json.dumps(value)
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value)
+    except RecursionError:
+        # json.loads accepts nesting a few levels deeper than json.dumps can write
+        # back from inside parse_frame; such a value is a malformed frame, not a crash.
+        raise FrameError("error value is nested too deeply") from None
 
 
 def parse_frame(text: Union[str, bytes], session_id: str = "") -> Parsed:
@@ -339,6 +346,10 @@ def parse_frame(text: Union[str, bytes], session_id: str = "") -> Parsed:
     """
     try:
         frame = json.loads(text)
+    except RecursionError:
+        # "[[[[..." deeper than the recursion limit: a hostile or broken frame must
+        # be skipped like any other, not kill the reader with a RecursionError.
+        raise FrameError("frame is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise FrameError(f"frame is not JSON: {exc}") from None
     if not isinstance(frame, dict):
