@@ -131,9 +131,11 @@ def encode_content(
                 f"{type(raw).__name__} from read(); expected bytes or str"
             )
         name = filename
-        if name is None:
+        if not name:
+            # Like Path and bytes, "" means "no filename"; a name that has no base
+            # part ("dir/") must not produce a nameless file either.
             attr = getattr(content, "name", None)
-            name = os.path.basename(attr) if isinstance(attr, str) and attr else "file"
+            name = (os.path.basename(attr) if isinstance(attr, str) else "") or "file"
         return _file_value(bytes(raw), name, mime_type)
     raise ArgumentTypeError(
         f"cannot send a {type(content).__name__}; content must be str, pathlib.Path, "
