@@ -1,0 +1,106 @@
+"""TCP sockets the engine can mute (half-open) or abort (drop without a close frame).
+
+The engine hands websockets' threading server a listening socket whose ``accept()``
+returns :class:`ClientSocket` objects, so every byte websockets writes passes through
+:meth:`ClientSocket.sendall`. That is the one choke point for faults that must also
+silence websockets' automatic writes — the WS pong, the close frame, the handshake
+response — without touching its framing code:
+
+* **mute** (``Faults.half_open``): writes are discarded whole (websockets writes one
+  frame per ``sendall`` and compression is off, so the stream stays frame-aligned) and
+  ``shutdown`` is ignored, while the reader keeps reading and recording. If the first
+  write — the handshake response — was discarded, the socket stays mute for good.
+* **abort**: ``SO_LINGER`` 0, then ``shutdown(SHUT_RDWR)`` to wake websockets' reader
+  (and any writer blocked on a full buffer); its ``close()`` then resets the connection.
+  No close frame is ever written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+import struct
+import threading
+from typing import TYPE_CHECKING, Any, Callable, List, Tuple
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+__all__ = ["ClientSocket", "ListeningSocket"]
+
+
+class ClientSocket(socket.socket):
+    """One accepted connection, with a mute switch and an abort."""
+
+    def __init__(self, sock: socket.socket, half_open: Callable[[], bool]) -> None:
+        super().__init__(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        self._half_open = half_open
+        self._abort_lock = threading.Lock()
+        #: Set once the request turned out to be a WebSocket upgrade (HTTP is never muted).
+        self.websocket = False
+        self._wrote = False
+        self._swallowed = False
+        self._aborted = False
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted
+
+    @property
+    def is_open(self) -> bool:
+        return self.fileno() != -1
+
+    def muted(self) -> bool:
+        """Whether writes are being discarded right now."""
+        return self._swallowed or (self.websocket and self._half_open())
+
+    def sendall(self, data: ReadableBuffer, flags: int = 0, /) -> None:
+        # websockets calls this with its protocol lock held, so calls never interleave.
+        if self._aborted:
+            raise BrokenPipeError(errno.EPIPE, "connection aborted by the local engine")
+        if self.muted():
+            if not self._wrote:
+                self._swallowed = True
+            return
+        self._wrote = True
+        super().sendall(data, flags)
+
+    def shutdown(self, how: int, /) -> None:
+        if self._aborted or self.muted():
+            return  # half-open: the TCP connection stays up
+        super().shutdown(how)
+
+    def abort(self) -> None:
+        """Drop the connection now: no close frame, a reset instead of a goodbye."""
+        with self._abort_lock:
+            if self._aborted:
+                return
+            self._aborted = True
+        with contextlib.suppress(OSError):
+            self.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with contextlib.suppress(OSError):
+            super().shutdown(socket.SHUT_RDWR)
+
+
+class ListeningSocket(socket.socket):
+    """The server socket; wraps each accepted connection in a :class:`ClientSocket`."""
+
+    def __init__(self, sock: socket.socket, half_open: Callable[[], bool]) -> None:
+        super().__init__(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        self._half_open = half_open
+        self._clients_lock = threading.Lock()
+        self._clients: List[ClientSocket] = []
+
+    def accept(self) -> Tuple[socket.socket, Any]:
+        sock, address = super().accept()
+        client = ClientSocket(sock, self._half_open)
+        with self._clients_lock:
+            self._clients = [c for c in self._clients if c.is_open]
+            self._clients.append(client)
+        return client, address
+
+    def clients(self) -> List[ClientSocket]:
+        """Every accepted connection that is still open (HTTP and WebSocket)."""
+        with self._clients_lock:
+            return [c for c in self._clients if c.is_open]
