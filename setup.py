@@ -36,6 +36,16 @@ setup(
             "pytest-timeout>=2.1",
             "responses>=0.23",
             "hypothesis>=6",
+            # examples/ run by tests/test_examples.py: the web frameworks, and
+            # nbclient + ipykernel to execute the notebook headlessly.
+            "flask>=2.2",
+            "django>=4.2",
+            "nbclient>=0.7",
+            "nbformat>=5.7",
+            "ipykernel>=6",
+            # tests/test_browser.py drives Debian's chromium (apt-get install chromium);
+            # never `playwright install`: it downloads a browser of its own.
+            "playwright>=1.40",
         ],
         "dev": ["mypy>=1.8,<2", "ruff>=0.4", "types-requests"],
     },
