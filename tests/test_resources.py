@@ -567,5 +567,11 @@ def test_chatbot_session_checks() -> None:
 
 
 def test_public_names() -> None:
-    assert agent_module.__all__ == ["Agent", "AgentType"]
+    assert agent_module.__all__ == [
+        "Agent",
+        "AgentType",
+        "AgentRunResult",
+        "ConversationalAgentRunResult",
+        "ConversationalRunActionRequiredError",
+    ]
     assert chatbot_module.__all__ == ["Chatbot"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
+from .agent import Agent, AgentRunResult, AgentType, ConversationalAgentRunResult
+from .chatbot import Chatbot
 from .errors import (
     ApiConnectionError,
     ApiStatusError,
@@ -39,9 +41,6 @@ from .events import (
     SessionMessageRole,
     SessionMessageStatus,
 )
-
-from .agent import Agent, AgentRunResult, AgentType, ConversationalAgentRunResult
-from .chatbot import Chatbot
 from .session import ApprovalResponse, SendManyItem, Session, UserSessionMessage
 from .turns import TurnResult
 

@@ -180,9 +180,6 @@ class Transport:
         protocol = self._protocol
         if self._closed:
             return TransportClosed("connection closed locally", clean=True)
-        exc = protocol.parser_exc if hasattr(protocol, "parser_exc") else None
-        if exc is not None:
-            return TransportClosed(f"protocol error from the server: {exc}")
         received = protocol.close_rcvd
         if received is not None:
             clean = received.code == 1000
@@ -191,6 +188,9 @@ class Transport:
             return TransportClosed(reason, clean=clean)
         if not data:
             return TransportClosed("server dropped the connection without a close frame")
+        exc = getattr(protocol, "parser_exc", None)
+        if exc is not None:
+            return TransportClosed(f"protocol error from the server: {exc}")
         return TransportClosed("the WebSocket closed")
 
     # --- teardown (any thread) -------------------------------------------------

@@ -285,6 +285,9 @@ class Session:
                 else:
                     reply = self._handshake("create_session", deadline)
                     self._session_id = reply.session_id
+                    for thread in (self._reader, self._dispatcher):
+                        if thread is not None:  # name threads after the session
+                            thread.name = thread.name.rsplit("-", 1)[0] + "-" + reply.session_id
                     self._handshake("connect_session", deadline)
             except BaseException:
                 self._shutdown(goodbye=None)
@@ -642,9 +645,7 @@ class Session:
         reader = threading.Thread(
             target=self._read_loop,
             args=(transport,),
-            name=f"vectorshift-reader-{self._session_id or id(self):x}"
-            if not self._session_id
-            else f"vectorshift-reader-{self._session_id}",
+            name=f"vectorshift-reader-{self._session_id or hex(id(self))}",
             daemon=True,
         )
         with self._lock:
