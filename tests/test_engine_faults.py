@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Iterator, List
 
@@ -301,3 +302,17 @@ def test_faults_repr_and_reset() -> None:
     assert "half_open=True" in repr(engine.faults)
     engine.faults.reset()
     assert not engine.faults.half_open and engine.faults.refuse_acks == set()
+
+
+def test_stop_with_a_client_stuck_before_its_handshake_is_bounded() -> None:
+    with engine_running(close_timeout=0.2) as engine:
+        stalled = socket.create_connection(("127.0.0.1", engine.port), timeout=scaled(5))
+        try:
+            started = time.monotonic()
+            engine.stop()  # websockets would wait its 10 s open timeout
+            assert time.monotonic() - started < scaled(2)
+            assert stalled.recv(1) == b""  # the engine hung up
+        except ConnectionResetError:
+            pass
+        finally:
+            stalled.close()

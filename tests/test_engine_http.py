@@ -164,3 +164,9 @@ def test_duplicate_ids_and_bad_turns_are_rejected() -> None:
         engine.add_agent("C", turn="not frames")  # type: ignore[arg-type]
     with pytest.raises(RuntimeError):
         engine.port  # noqa: B018 - no port before start()
+
+
+def test_other_methods_are_405(engine: LocalEngine) -> None:
+    response = requests.post(engine.base_url + "/agents", headers=auth(), timeout=scaled(5))
+    assert response.status_code == 405
+    assert response.json() == {"error": "method not allowed: POST"}

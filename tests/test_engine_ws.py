@@ -237,6 +237,25 @@ def test_post_messages_joins_text_and_decodes_files(engine: LocalEngine) -> None
     assert [(f.name, f.mime_type, f.data) for f in ctx.files] == [("chart.png", "image/png", png)]
 
 
+def test_large_inline_file_is_accepted(engine: LocalEngine) -> None:
+    """Files come base64-inline in one frame: far above websockets' 1 MiB default."""
+    sizes: List[int] = []
+    bot = engine.add_agent("Big", turn=lambda ctx: sizes.extend(len(f.data) for f in ctx.files))
+    data = bytes(range(256)) * (5 * 4096)  # 5 MiB
+    item = {
+        "type_string": "file",
+        "value": {
+            "raw_bytes": base64.b64encode(data).decode(),
+            "metadata": {"name": "big.bin", "mime_type": "application/octet-stream"},
+        },
+    }
+    with RawClient(engine) as client:
+        sid = client.open_session(bot)
+        client.send({"type": "post_messages", "session_id": sid, "messages": ["look", item]})
+        assert client.turn()[0] == {"type": "post_messages", "session_id": sid, "success": True}
+    assert sizes == [len(data)]
+
+
 def test_bad_file_content_is_refused_in_the_ack(engine: LocalEngine, client: RawClient) -> None:
     sid = client.open_session(agent_id(engine))
     bad = {"type_string": "file", "value": {"raw_bytes": "@@not base64@@"}}

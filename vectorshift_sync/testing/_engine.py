@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 _DEFAULT_MAX_SIZE = 64 * 2**20
 _JOIN_TIMEOUT = 5.0
+#: How long websockets' shutdown() may take once connections are closed, before every
+#: remaining socket (say, a client that never finished its handshake) is aborted.
+_SHUTDOWN_GRACE = 0.5
 
 
 def _json_response(status: int, body: Any) -> Any:
@@ -303,7 +306,7 @@ class LocalEngine:
             target=server.shutdown, name="vectorshift-engine-shutdown", daemon=True
         )
         closer.start()
-        closer.join(self._close_timeout + 1.0)
+        closer.join(_SHUTDOWN_GRACE)
         if closer.is_alive() and listener is not None:
             # A client stuck before the end of its handshake holds up shutdown().
             for client in listener.clients():
@@ -324,6 +327,9 @@ class LocalEngine:
         self._hub.track(connection, threading.current_thread())
         target = str(request.path)
         credentials = request.headers.get("Authorization")
+        method = str(getattr(request, "method", "GET"))  # websockets < 14 parses GET only
+        if method != "GET":
+            return _json_response(405, {"error": f"method not allowed: {method}"})
         if is_ws_path(target):
             status = self.faults.reject_handshake
             if status:

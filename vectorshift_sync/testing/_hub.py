@@ -403,17 +403,27 @@ class Hub:
             worker.start()
 
     def _work(self, session: _Session) -> None:
-        """A session's worker: run queued turns one at a time, exit when none is left."""
-        while True:
+        """A session's worker: run queued turns one at a time, exit when none is left.
+
+        The queue check and giving up the worker slot happen under one lock, so a turn
+        queued at that moment either is seen here or starts a new worker.
+        """
+        try:
+            while True:
+                with self._lock:
+                    if self._halted or not session.queue:
+                        session.worker = None
+                        session.current = None
+                        return
+                    run = session.queue.popleft()
+                    session.current = run
+                turn: Turn = run.owner.turn if run.owner.turn is not None else self._default_turn
+                run_turn(self, run, turn)
+        except BaseException:  # pragma: no cover - run_turn never raises an Exception
             with self._lock:
-                if self._halted or not session.queue:
-                    session.worker = None
-                    session.current = None
-                    return
-                run = session.queue.popleft()
-                session.current = run
-            turn: Turn = run.owner.turn if run.owner.turn is not None else self._default_turn
-            run_turn(self, run, turn)
+                session.worker = None
+                session.current = None
+            raise
 
     # -- client frames ------------------------------------------------------------------------
 
