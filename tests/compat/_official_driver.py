@@ -10,6 +10,7 @@ The SDK is used unchanged, the way its docs and PROTOCOL.md §6 describe. It has
 defects (PROTOCOL.md §7) that would make a correct server look broken; the driver
 works around them, never patches them, and each workaround is marked where it happens:
 
+* D1  nothing is shared across event loops: one ``asyncio.run()`` for the whole driver.
 * D2  a failed ``connect()`` leaves the socket and tasks running: ``disconnect()`` in
       the ``except`` path.
 * D3  a connect that times out raises the built-in ``TimeoutError``, not
@@ -43,7 +44,7 @@ import sys
 import time
 import traceback
 import warnings
-from typing import Any, Awaitable, Callable, Dict, List, Optional
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence
 
 import vectorshift
 from vectorshift import (
@@ -53,6 +54,7 @@ from vectorshift import (
     SessionError,
     SessionEvent,
     SessionEventType,
+    UserSessionMessage,
 )
 from vectorshift.events import ParticipantStatus
 
@@ -108,14 +110,18 @@ async def turn(
     *,
     until: str = "idle",
     approve: bool = False,
+    deny: Optional[str] = None,
+    attachments: Sequence[Any] = (),
     hook: Optional[EventHook] = None,
 ) -> Dict[str, Any]:
     """Send ``text`` and listen until the turn ends; return what was seen.
 
     ``until="idle"``: stop on the participant's ``Idle`` after ``Processing`` (the
     SDK's own one-shot rule). ``until="reply"``: stop on a ``MESSAGE_COMPLETE`` that is
-    not the echo of ``text`` (D12). ``approve``: answer every approval request with
-    ``respond(event, approved=True)`` from inside this loop (D5).
+    not the echo of ``text`` (D12). ``approve`` / ``deny``: answer every approval
+    request with ``respond(event, approved=True)`` / ``respond(event, approved=False,
+    deny_reason=deny)`` from inside this loop (D5). ``attachments``: send ``text`` and
+    these items together with ``send_many()`` (one ``post_messages`` frame).
     """
     out: Dict[str, Any] = {
         "sent": text,
@@ -125,7 +131,10 @@ async def turn(
         "approvals_answered": [],
         "ended_by": None,
     }
-    await session.send(text)
+    if attachments:
+        await session.send_many([text, *attachments])
+    else:
+        await session.send(text)
     # D5: no await between send() and the first iteration of listen(), or the ack,
     # the echo and the first statuses fan out to no queue and are lost.
     stream = session.listen()
@@ -141,6 +150,9 @@ async def turn(
             out["events"].append(event_json(event))
             if approve and event.type == SessionEventType.APPROVAL_REQUEST:
                 await session.respond(event, approved=True)
+                out["approvals_answered"].append(event.message_id)
+            if deny is not None and event.type == SessionEventType.APPROVAL_REQUEST:
+                await session.respond(event, approved=False, deny_reason=deny)
                 out["approvals_answered"].append(event.message_id)
             if hook is not None:
                 await hook(event)
@@ -262,6 +274,24 @@ async def scenario_agent(out: Dict[str, Any]) -> None:
     out["resume_unknown"] = await resume_expecting_failure("0" * 24)
 
 
+async def scenario_batch_and_deny(out: Dict[str, Any]) -> None:
+    """A ``post_messages`` batch with an inline file, then an approval denied with a reason."""
+    agent = Agent.fetch(name="Demo Agent")
+    session = await agent.create_session()
+    await bounded(session.connect(), "create_session")
+    out["session_id"] = session.session_id
+    try:
+        table = UserSessionMessage(content=b"a,b\n1,2\n", filename="table.csv")
+        out["batch"] = await bounded(
+            turn(session, "Two items, one turn", attachments=[table]), "batch turn"
+        )
+        out["denied"] = await bounded(
+            turn(session, "Please approve nothing", deny="Not today, thanks."), "deny turn"
+        )
+    finally:
+        await session.disconnect()
+
+
 async def scenario_chatbot(out: Dict[str, Any]) -> None:
     """A chatbot session in ``async with``, ended on the reply's MESSAGE_COMPLETE."""
     chatbot, out["fetch_warnings"] = fetch_recording_warnings(
@@ -351,6 +381,7 @@ async def main() -> Dict[str, Any]:
     pong = asyncio.ensure_future(run_scenario("pong", scenario_pong, results))
     await run_scenario("bad_key", scenario_bad_key, results)
     await run_scenario("agent", scenario_agent, results)
+    await run_scenario("batch_and_deny", scenario_batch_and_deny, results)
     await run_scenario("chatbot", scenario_chatbot, results)
     await run_scenario("one_shot", scenario_one_shot, results)
     await pong

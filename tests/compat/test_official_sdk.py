@@ -3,11 +3,13 @@
 ``_official_driver.py`` runs in the official ``vectorshift==0.1.15``'s own virtualenv
 (see ``conftest.py``), pointed at an in-process :class:`LocalEngine` by nothing but the
 three environment variables of ``engine.env``. It fetches the demo agent and chatbot
-by name, creates sessions, streams turns, answers an approval, reads history (also
-mid-turn), disconnects and resumes by id, terminates, waits for a pong, and tries a
-wrong key. It runs once per module; each test below checks one part of it from both
-ends: what the SDK saw (the driver's JSON) and what the engine received (exact frame
-shapes, key order included, as PROTOCOL.md §3.2 and §3.6 give them).
+by name, creates sessions, streams turns, approves one tool call and denies another,
+sends a batch with an inline file, reads history (also mid-turn), disconnects and
+resumes by id, terminates, runs the SDK's own one-shot ``agent.run()``, waits for a
+pong, and tries a wrong key. It runs once per module; each test below checks one part
+of it from both ends: what the SDK saw (the driver's JSON) and what the engine
+received (exact frame shapes, key order included, as PROTOCOL.md §3.2 and §3.6 give
+them).
 
 The SDK's own defects (PROTOCOL.md §7) are worked around in the driver, never here:
 the point is that the *engine* speaks the protocol.
@@ -401,6 +403,62 @@ def test_terminate_then_resume_fails(run: Run) -> None:
     unknown = agent["resume_unknown"]
     assert unknown["failed"] is True and unknown["is_session_error"] is True
     assert "not found" in unknown["message"]
+
+
+def test_a_batch_with_an_inline_file_is_one_turn(run: Run) -> None:
+    batch = run.scenario("batch_and_deny")
+    sid = batch["session_id"]
+    turn = batch["batch"]
+    assert turn["ended_by"] == "idle_after_processing"
+    (ack,) = events_of(turn, "messages_posted")
+    assert ack["data"] == {"type": "post_messages", "session_id": sid, "success": True}
+    assert statuses(turn) == ["Processing", "Idle"]
+    answer = assert_streamed_reply(turn)
+    assert "table.csv (text/csv, 8 bytes)" in answer  # the engine decoded the file
+    file_item = {
+        "type_string": "file",
+        "value": {
+            "raw_bytes": "YSxiCjEsMgo=",  # base64 of b"a,b\n1,2\n"
+            "metadata": {"name": "table.csv", "mime_type": "text/csv"},
+        },
+    }
+    (frame,) = [f for f in run.frames(sid) if f["type"] == "post_messages"]
+    assert_frame(
+        frame,
+        {"type": "post_messages", "session_id": sid, "messages": [turn["sent"], file_item]},
+    )
+
+
+def test_a_denied_approval_explains_and_runs_nothing(run: Run) -> None:
+    batch = run.scenario("batch_and_deny")
+    sid = batch["session_id"]
+    turn = batch["denied"]
+    assert turn["ended_by"] == "idle_after_processing"
+    (request,) = events_of(turn, "approval_request")
+    assert turn["approvals_answered"] == [request["message_id"]]
+    assert statuses(turn) == ["Processing", "AwaitingApproval", "Processing", "Idle"]
+    assert [c["data"]["tool_name"] for c in events_of(turn, "tool_call")] == [
+        "word_count",
+        "word_count",
+    ]
+    assert "Not today, thanks." in assert_streamed_reply(turn)
+    deny = {
+        "type": "post_message",
+        "session_id": sid,
+        "content": {
+            "type_string": "response_message",
+            "value": {"tool_call_approval": {"deny": "Not today, thanks."}},
+        },
+        "parent_message_id": request["message_id"],
+    }
+    assert [f["type"] for f in run.frames(sid)] == [
+        "connect_session",
+        "post_messages",
+        "post_message",
+        "post_message",
+        "disconnect_session",
+    ]
+    assert_frame(run.frames(sid)[3], deny)
 
 
 # -- chatbot, one-shot run, heartbeat, auth ------------------------------------------------------
