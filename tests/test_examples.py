@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import random
 import re
 import socket
 import subprocess
@@ -125,6 +126,11 @@ def test_callbacks_stream_on_while_main_thread_works_and_a_callback_fails() -> N
 # --- notebook ---------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings(
+    # jupyter_core 5.8 (the last for Python 3.9) warns on import that it will move
+    # its paths to platformdirs; nothing for us to do.
+    "ignore:Jupyter is migrating its paths:DeprecationWarning",
+)
 def test_jupyter_notebook_streams_into_the_cell_while_the_kernel_stays_free() -> None:
     import nbformat
     from nbclient import NotebookClient
@@ -213,7 +219,11 @@ def test_flask_sse_streams_one_event_per_delta_then_end(local_engine: Any) -> No
     assert chunks[-1][0] - chunks[0][0] >= 0.01 * (len(deltas) - 1) * 0.5
     # One session per request, terminated when the reply is done.
     session_id = events[-1][1]
-    assert local_engine.sessions[session_id].terminated
+    local_engine.wait_for_frame(
+        "terminate_session",
+        predicate=lambda frame: frame.get("session_id") == session_id,
+        timeout=scaled(5),
+    )
 
 
 @pytest.mark.usefixtures("examples_on_path")
@@ -250,11 +260,25 @@ def test_django_view_streams_the_reply(local_engine: Any) -> None:
 
 
 def _free_port() -> int:
-    # The scripts take a port number like a user would type it; ask the OS for one
-    # that is free right now (a tiny race, but never a fixed port).
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A free port below the ephemeral range, for a script that takes ``--port N``.
+
+    Below the range so that no ``bind(port 0)`` can take it in the meantime: the
+    script starts its local engine on an ephemeral port just before it binds ours.
+    """
+    low = 32768
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    for _ in range(100):
+        port = random.randrange(max(1024, low // 2), low)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("found no free port below the ephemeral range")
 
 
 def _serve_and_get(command: List[str], url_path: str) -> str:
