@@ -2,9 +2,10 @@
 
     python examples/chatbot_stream.py
 
-Line for line the async example from the official docs: drop ``async``/``await``,
-and ``async for`` becomes ``for``. Without VECTORSHIFT_API_KEY this runs against a
-local engine (see _local.py).
+The async example from the official docs, line for line, with ``async``/``await``
+dropped (``async with`` and ``async for`` become ``with`` and ``for``) and one fix:
+it stops at the chatbot's complete message, not at the echo of your own. Without
+VECTORSHIFT_API_KEY this runs against a local engine (see _local.py).
 """
 
 from _local import local_engine_unless_api_key

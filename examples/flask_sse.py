@@ -15,7 +15,7 @@ import argparse
 import json
 
 from _local import local_engine_unless_api_key
-from flask import Flask, Response, request, stream_with_context
+from flask import Flask, Response, request
 
 from vectorshift_sync import Agent, SessionEventType
 
@@ -102,9 +102,9 @@ def create_app():
             # the with-block still disconnects the session.
             yield sse(session.session_id, event="end")
 
-        # stream_with_context keeps `request` usable inside the generator.
+        # Flask sends each yielded event as soon as it is produced.
         return Response(
-            stream_with_context(generate()),
+            generate(),
             mimetype="text/event-stream",
             # Keep caches and proxies (nginx) from holding the events back.
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -114,7 +114,7 @@ def create_app():
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Serve the Flask SSE example.")
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args()
     with local_engine_unless_api_key():
