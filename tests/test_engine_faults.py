@@ -244,6 +244,7 @@ def test_drop_connections_all_or_by_session(engine: LocalEngine) -> None:
         _aborted(a)
         b.send({"type": "ping_session", "session_id": sid})
         assert b.recv() == {"type": "pong", "session_id": sid}  # b is untouched
+        assert engine.connections[0].closed.wait(scaled(5))  # a's record is settled
         assert engine.drop_connections() == 1
         _aborted(b)
     assert all(c.closed.wait(scaled(5)) for c in engine.connections)
@@ -316,3 +317,31 @@ def test_stop_with_a_client_stuck_before_its_handshake_is_bounded() -> None:
             pass
         finally:
             stalled.close()
+
+
+def test_ignore_leaves_a_request_unanswered(engine: LocalEngine) -> None:
+    with RawClient(engine) as client:
+        sid = client.open_session(agent_id(engine))
+        engine.faults.ignore = {"get_messages"}
+        client.send({"type": "get_messages", "session_id": sid})
+        engine.wait_for_frame("get_messages", timeout=scaled(5))
+        client.send({"type": "ping_session", "session_id": sid})
+        assert client.recv() == {"type": "pong", "session_id": sid}  # pings still answered
+        engine.faults.ignore = set()
+        client.send({"type": "get_messages", "session_id": sid})
+        assert client.recv() == {"type": "get_messages", "session_id": sid, "messages": []}
+
+
+def test_fail_requests_answers_with_an_error_frame(engine: LocalEngine) -> None:
+    with RawClient(engine) as client:
+        sid = client.open_session(agent_id(engine))
+        engine.faults.fail_requests = {"get_messages"}
+        client.send({"type": "get_messages", "session_id": sid})
+        assert client.recv() == {
+            "type": "error",
+            "error": "get_messages failed (injected fault)",
+            "request_type": "get_messages",
+            "session_id": sid,
+        }
+        engine.faults.reset()
+        assert engine.faults.fail_requests == set() and engine.faults.ignore == set()

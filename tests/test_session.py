@@ -592,3 +592,90 @@ def test_frames_are_json_like_the_official_sdk(engine: LocalEngine, session: Ses
     if raw is not None:
         assert any('"h\\u00e9llo"' in r for r in raw if isinstance(r, str))
     assert json.loads(json.dumps(frame)) == frame
+
+
+# --- the official SDK's defects we must not have (PROTOCOL.md section 7) ---------------------
+
+
+def test_get_messages_has_a_real_deadline_despite_pongs(engine: LocalEngine, agent_id: str) -> None:
+    """D6: the SDK restarts its 30 s wait on every pong and can hang for ever."""
+    engine.faults.ignore = {"get_messages"}
+    with Session(owner_type="agent", owner_id=agent_id, ping_interval=0.05) as session:
+        pongs = session.listen(event_types=[E.PONG], timeout=scaled(2))
+        started = time.monotonic()
+        with pytest.raises(SessionTimeoutError, match="history"):
+            session.get_messages(timeout=0.6)
+        assert scaled(0.55) <= time.monotonic() - started < scaled(1.5)
+        assert next(pongs).type == E.PONG  # the server was answering pings all along
+        engine.faults.ignore = set()
+        assert session.get_messages() == []  # the session is still usable
+
+
+def test_get_messages_fails_on_an_error_reply(engine: LocalEngine, session: Session) -> None:
+    """D6: the SDK ignores error frames for get_messages and waits on."""
+    engine.faults.fail_requests = {"get_messages"}
+    listener = session.listen(event_types=[E.ERROR], timeout=0.3)
+    with pytest.raises(SessionError, match="get_messages failed"):
+        session.get_messages(timeout=scaled(2))
+    with pytest.raises(SessionTimeoutError):
+        next(listener)  # answered privately: listeners never see it
+
+
+def test_an_abandoned_listener_is_pruned_not_flooded(
+    engine: LocalEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """D9: a listener nobody iterates any more must not fill up and log forever."""
+    import gc
+
+    agent = engine.add_agent("Flooder", turn=lambda ctx: ctx.flood(3000, message_id="m"))
+    with Session(owner_type="agent", owner_id=agent) as session:
+        listener = session.listen(maxsize=4)
+        next(listener)
+        del listener
+        gc.collect()
+        done = _turn_done(session)
+        session.send("go")
+        assert done.wait(scaled(5))
+        assert session._listeners == ()
+        assert "queue full" not in caplog.text
+
+
+def test_tls_and_proxy_failures_are_clear_connection_errors(
+    engine: LocalEngine, agent_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vectorshift_sync.session import SessionConnectionError
+
+    monkeypatch.setenv("VECTORSHIFT_WS_URL", engine.ws_url.replace("ws://", "wss://"))
+    with pytest.raises(SessionConnectionError, match="could not open the WebSocket"):
+        Session(owner_type="agent", owner_id=agent_id, connect_timeout=scaled(2),
+                sslopt={"cert_reqs": 0}).connect()
+    monkeypatch.setenv("VECTORSHIFT_WS_URL", engine.ws_url)
+    closed_port = _closed_port()
+    with pytest.raises(SessionConnectionError):
+        Session(owner_type="agent", owner_id=agent_id, connect_timeout=scaled(2),
+                proxy={"http_proxy_host": "127.0.0.1", "http_proxy_port": closed_port,
+                       "proxy_type": "http"}).connect()
+
+
+def test_handshake_refusal_maps_to_the_status_family(engine: LocalEngine, agent_id: str) -> None:
+    from vectorshift_sync import InternalServerError
+
+    engine.faults.reject_handshake = 503
+    with pytest.raises(InternalServerError) as info:
+        Session(owner_type="agent", owner_id=agent_id).connect()
+    assert info.value.status_code == 503 and info.value.endpoint == "/v1/ws/session"
+
+
+def test_a_huge_frame_is_delivered(engine: LocalEngine) -> None:
+    big = "x" * (10 * 1024 * 1024)
+    agent = engine.add_agent("Big", turn=lambda ctx: ctx.complete(big))
+    with Session(owner_type="agent", owner_id=agent) as session:
+        assert session.ask("big?", timeout=scaled(20)).text == big
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

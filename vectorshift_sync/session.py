@@ -211,7 +211,6 @@ class Session:
         self._transport: Optional[Transport] = None
         self._reader: Optional[threading.Thread] = None
         self._waiter: Optional[_Waiter] = None
-        self._history_skip = 0  # late replies to timed-out get_messages() to discard
         self._listeners: Tuple[SubscriberQueue, ...] = ()
         self._backlog = SubscriberQueue(backlog)
         self._callbacks: Tuple[Tuple[Optional[FrozenSet[SessionEventType]], Callback], ...] = ()
@@ -627,12 +626,10 @@ class Session:
             try:
                 self._send_frame(proto.encode_get_messages(session_id))
                 reply = self._await_reply(waiter, deadline, "the message history")
-            except BaseException:
+            finally:
                 with self._lock:
-                    if self._waiter is waiter:  # unanswered: its reply may come late
+                    if self._waiter is waiter:
                         self._waiter = None
-                        self._history_skip += 1
-                raise
         finally:
             self._request_lock.release()
         if not reply.ok:
@@ -758,11 +755,9 @@ class Session:
         with self._lock:
             private = False
             if reply is not None:
-                if reply.request_type == "get_messages":
-                    private = True  # history is never an event
-                    if self._history_skip:
-                        self._history_skip -= 1
-                        return
+                # History is never an event. Replies carry no request id, so a reply
+                # to a call that timed out answers the next call, if any.
+                private = reply.request_type == "get_messages"
                 waiter = self._waiter
                 if waiter is not None and waiter.accepts(reply):
                     self._waiter = None

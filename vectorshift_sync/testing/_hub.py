@@ -295,7 +295,14 @@ class Hub:
             self._changed.notify_all()
         try:
             frame = _frames.parse_client_frame(message)
-            self._handlers[frame["type"]](record, frame)
+            kind = frame["type"]
+            if kind in self.faults.ignore:
+                return
+            if kind in self.faults.fail_requests:
+                error = f"{kind} failed (injected fault)"
+                self._send(record, _frames.error_frame(error, kind, frame.get("session_id")))
+                return
+            self._handlers[kind](record, frame)
         except FrameError as exc:
             self._send(record, _frames.error_frame(exc.message, exc.request_type, exc.session_id))
         except Exception as exc:  # the engine never dies of a frame
