@@ -68,12 +68,13 @@ class Transport:
         self._send_lock = threading.Lock()  # orders socket writes between threads
         self._fragments: List[bytes] = []
         self._binary = False  # inside a fragmented binary message (ignored)
-        self._closed = False
+        self._aborted = False  # abort() was called: the end is ours
+        self._broken = False  # a write failed: the end is the network's
 
     @property
     def closed(self) -> bool:
         """True once the connection has ended or :meth:`abort` was called."""
-        return self._closed or self._protocol.state is State.CLOSED
+        return self._aborted or self._broken or self._protocol.state is State.CLOSED
 
     # --- sending (any thread) ---------------------------------------------------
 
@@ -111,7 +112,7 @@ class Transport:
                 else:  # websockets asks for a half-close
                     self._sock.shutdown(socket.SHUT_WR)
         except (OSError, ValueError) as exc:
-            self._closed = True
+            self._broken = True
             raise SessionDisconnectedError(f"sending on the WebSocket failed: {exc}") from exc
 
     # --- receiving (the reader thread only) --------------------------------------
@@ -132,8 +133,12 @@ class Transport:
                     return None
             data = sock.recv(_READ_SIZE)
         except (OSError, ValueError) as exc:
-            if self._closed:
+            if self._aborted:
                 raise TransportClosed("connection closed locally", clean=True) from None
+            if isinstance(exc, ConnectionResetError):
+                raise TransportClosed(
+                    "server dropped the connection without a close frame (reset)"
+                ) from None
             raise TransportClosed(f"reading from the WebSocket failed: {exc}") from None
         with self._proto_lock:
             if data:
@@ -178,7 +183,7 @@ class Transport:
 
     def _closed_reason(self, data: bytes) -> TransportClosed:
         protocol = self._protocol
-        if self._closed:
+        if self._aborted:
             return TransportClosed("connection closed locally", clean=True)
         received = protocol.close_rcvd
         if received is not None:
@@ -197,7 +202,7 @@ class Transport:
 
     def abort(self) -> None:
         """Shut the socket down so a reader blocked on it wakes; idempotent."""
-        self._closed = True
+        self._aborted = True
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
