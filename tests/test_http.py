@@ -487,3 +487,13 @@ def test_module_exports() -> None:
         "plain_id",
         "optional_str",
     }
+
+
+def test_scrub_masks_whole_tokens_only() -> None:
+    from vectorshift_sync._http import _scrub
+
+    assert _scrub("Max retries exceeded for x", "x") == "Max retries exceeded for ***"
+    long_key = "sk-live-abcdef123"
+    assert _scrub(f"Bearer {long_key}; key={long_key}", long_key) == (
+        "Bearer ***f123; key=***f123"
+    )

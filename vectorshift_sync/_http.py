@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -107,9 +108,14 @@ def _check_optional_str(name: str, value: object) -> str | None:
 
 
 def _scrub(text: str, key: str | None) -> str:
-    """Replace every occurrence of the key in ``text`` by its masked form."""
+    """Replace every standalone occurrence of the key in ``text`` by its masked form.
+
+    Only whole tokens are replaced, so a short (test) key such as ``"x"`` does not
+    garble the words that happen to contain it.
+    """
     if key and key in text:
-        return text.replace(key, mask_key(key))
+        token = re.compile(r"(?<![A-Za-z0-9_\-])" + re.escape(key) + r"(?![A-Za-z0-9_\-])")
+        return token.sub(mask_key(key), text)
     return text
 
 
