@@ -25,6 +25,7 @@ import websocket
 from websockets.frames import Opcode
 from websockets.protocol import Protocol, Side, State
 
+from ._redaction import masking
 from .errors import (
     SessionDisconnectedError,
     SessionError,
@@ -235,15 +236,16 @@ def open_transport(
     """
     options: Dict[str, Any] = dict(proxy or {})
     try:
-        ws = websocket.create_connection(
-            url,
-            timeout=timeout,
-            header=[f"Authorization: Bearer {api_key}"],
-            suppress_origin=True,
-            skip_utf8_validation=True,
-            sslopt=dict(sslopt) if sslopt else None,
-            **options,
-        )
+        with masking(api_key):  # websocket-client's trace logs the Authorization header
+            ws = websocket.create_connection(
+                url,
+                timeout=timeout,
+                header=[f"Authorization: Bearer {api_key}"],
+                suppress_origin=True,
+                skip_utf8_validation=True,
+                sslopt=dict(sslopt) if sslopt else None,
+                **options,
+            )
     except websocket.WebSocketBadStatusException as exc:
         body = exc.resp_body or b""
         text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
