@@ -43,7 +43,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-_SESSION_THREADS = ("vectorshift-reader", "vectorshift-callbacks")
+_SESSION_THREADS = ("vectorshift-reader", "vectorshift-callbacks", "vectorshift-reconnect")
 
 
 def _library_threads() -> set[threading.Thread]:

@@ -340,8 +340,11 @@ def test_disconnect_from_another_thread_ends_listen_within_a_second(session: Ses
 
 
 def test_server_drop_is_announced_then_listen_ends_and_connect_resumes(
-    engine: LocalEngine, session: Session
+    engine: LocalEngine, agent_id: str
 ) -> None:
+    """Without automatic reconnection (tests/test_faults.py covers it), a drop ends
+    listen() after an ERROR, and connect() resumes the same session explicitly."""
+    session = Session(owner_type="agent", owner_id=agent_id, reconnect=False).connect()
     listener = session.listen(timeout=scaled(5))
     sid = session.session_id
     engine.drop_connections()
@@ -358,6 +361,7 @@ def test_server_drop_is_announced_then_listen_ends_and_connect_resumes(
     session.send("back")
     texts = [e.text for e in _until_turn_end(session.listen(timeout=scaled(5))) if e.is_complete]
     assert texts == ["back", "You said: back"]
+    session.disconnect()
 
 
 def test_listen_timeout_raises_and_the_iterator_stays_usable(session: Session) -> None:
@@ -526,7 +530,7 @@ def test_close_is_bounded_when_the_server_goes_silent(engine: LocalEngine, agent
 
 def test_half_open_connection_is_detected(engine: LocalEngine, agent_id: str) -> None:
     session = Session(owner_type="agent", owner_id=agent_id, ping_interval=0.1,
-                      idle_timeout=0.5).connect()
+                      idle_timeout=0.5, reconnect=False).connect()
     listener = session.listen(event_types=[E.ERROR], timeout=scaled(3))
     engine.faults.half_open = True
     started = time.monotonic()

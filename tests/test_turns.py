@@ -92,7 +92,7 @@ def test_stream_timeout_and_drop(engine: LocalEngine) -> None:
         ctx.wait(scaled(5))
 
     agent_id = engine.add_agent("Silent", turn=silent)
-    with Session(owner_type="agent", owner_id=agent_id) as session:
+    with Session(owner_type="agent", owner_id=agent_id, reconnect=False) as session:
         with pytest.raises(SessionTimeoutError):
             for _ in session.stream("anyone?", timeout=0.5):
                 pass

@@ -96,7 +96,7 @@ def run_conversational(
                 ):
                     action = event
                     break
-                if event.type is SessionEventType.ERROR:
+                if event.type is SessionEventType.ERROR and not event.data.get("reconnecting"):
                     error = event.error or "session error"
                     break
                 if tracker.feed(event):

@@ -16,6 +16,7 @@ so one ``except VectorshiftError`` catches them all. The families are kept apart
     │   └── InternalServerError         >= 500
     ├── SessionError                    a real-time session failed
     │   ├── SessionDisconnectedError    it is not (or no longer) connected
+    │   ├── SessionRefusedError         the engine refused the session (unknown id, ...)
     │   ├── SessionTimeoutError         a wait ran out (also a built-in TimeoutError)
     │   └── SessionForkedError          used in a child process after fork()
     ├── ConversationalRunActionRequiredError   a one-shot run paused for the user
@@ -52,6 +53,7 @@ __all__ = [
     "SessionError",
     "SessionDisconnectedError",
     "SessionTimeoutError",
+    "SessionRefusedError",
     "SessionForkedError",
     "ConversationalRunActionRequiredError",
     "InvalidArgumentError",
@@ -245,6 +247,11 @@ class SessionError(VectorshiftError):
 
 class SessionDisconnectedError(SessionError):
     """The session is not connected: never connected, closed, or the link dropped."""
+
+
+class SessionRefusedError(SessionError):
+    """The engine refused to create or attach the session (unknown or terminated id,
+    unknown owner); retrying the same request will not help."""
 
 
 class SessionTimeoutError(SessionError, TimeoutError):

@@ -49,6 +49,13 @@ from typing import (
 from . import _protocol as proto
 from ._config import resolve_api_key, ws_session_url
 from ._protocol import Content, FileLike, SendManyItem, UserSessionMessage
+from ._recovery import (
+    ReconnectAttempt,
+    ReconnectHook,
+    ReconnectPolicy,
+    is_recoverable,
+    missed_replies,
+)
 from ._subscribers import SLICE, Ended, SubscriberQueue
 from ._transport import SessionConnectionError, Transport, TransportClosed, open_transport
 from .errors import (
@@ -58,6 +65,7 @@ from .errors import (
     SessionDisconnectedError,
     SessionError,
     SessionForkedError,
+    SessionRefusedError,
     SessionTimeoutError,
 )
 from .events import SessionEvent, SessionEventType, SessionMessage
@@ -73,6 +81,8 @@ __all__ = [
     "SendManyItem",
     "ApprovalResponse",
     "TurnResult",
+    "ReconnectPolicy",
+    "ReconnectAttempt",
     "EventTypes",
     "Callback",
 ]
@@ -85,6 +95,7 @@ EventTypes = Union[SessionEventType, str, Sequence[Union[SessionEventType, str]]
 _F = TypeVar("_F", bound=Callback)
 
 _NEW, _CONNECTING, _OPEN, _CLOSING, _CLOSED = "new", "connecting", "open", "closing", "closed"
+_RECONNECTING = "reconnecting"
 
 _LIVE: "weakref.WeakSet[Session]" = weakref.WeakSet()
 
@@ -146,6 +157,19 @@ class Session:
       ``idle_timeout`` (no byte from the server for this long means the link is dead).
     * delivery: ``backlog`` (events kept while no ``listen()`` is open),
       ``on_callback_error`` (called with ``(exception, event)`` when a callback fails).
+    * recovery: ``reconnect`` (``True``: the default :class:`ReconnectPolicy`;
+      ``False``: never; or a policy) and ``on_reconnect`` (called with a
+      :class:`ReconnectAttempt` before each attempt; returning ``False`` gives up).
+
+    After an unexpected drop the session reconnects by itself: listeners and
+    callbacks get an ``ERROR`` event (``data["error"] == "connection lost"``,
+    ``data["reconnecting"] is True``), then a ``SESSION_CONNECTED`` event with
+    ``data["reconnected"] is True`` once it is back, followed by a
+    ``MESSAGE_COMPLETE`` (``data["recovered"] is True``) for every agent reply that
+    completed while it was away. If it gives up, they get a final ``ERROR`` with
+    ``data["reconnecting"] is False`` and their iteration ends. While reconnecting,
+    ``send()`` and friends wait up to ``write_timeout`` for the connection to return,
+    then raise :class:`SessionDisconnectedError`.
     """
 
     def __init__(
@@ -166,6 +190,8 @@ class Session:
         sslopt: Optional[Mapping[str, Any]] = None,
         proxy: Optional[Mapping[str, Any]] = None,
         on_callback_error: Optional[CallbackErrorHook] = None,
+        reconnect: Union[bool, ReconnectPolicy] = True,
+        on_reconnect: Optional[ReconnectHook] = None,
     ) -> None:
         _check_str("owner_type", owner_type)
         _check_str("owner_id", owner_id, optional=True)
@@ -184,6 +210,10 @@ class Session:
             raise InvalidArgumentError(f"backlog must be a positive int, got {backlog!r}")
         if on_callback_error is not None and not callable(on_callback_error):
             raise ArgumentTypeError("on_callback_error must be callable")
+        if on_reconnect is not None and not callable(on_reconnect):
+            raise ArgumentTypeError("on_reconnect must be callable")
+        if not isinstance(reconnect, (bool, ReconnectPolicy)):
+            raise ArgumentTypeError("reconnect must be True, False or a ReconnectPolicy")
         self._owner_type = owner_type
         self._owner_id = owner_id or ""
         self._session_id: Optional[str] = session_id or None
@@ -198,6 +228,10 @@ class Session:
         self._sslopt = dict(sslopt) if sslopt else None
         self._proxy = dict(proxy) if proxy else None
         self._on_callback_error = on_callback_error
+        if reconnect is True:
+            reconnect = ReconnectPolicy()
+        self._policy: Optional[ReconnectPolicy] = reconnect or None
+        self._on_reconnect = on_reconnect
 
         # One lock for shared state; never held while user code runs or while
         # blocking on the network (sends happen outside it).
@@ -217,6 +251,14 @@ class Session:
         self._dispatch_queue: Optional[SubscriberQueue] = None
         self._dispatcher: Optional[threading.Thread] = None
         self._unknown_kinds: set[str] = set()
+        self._opened = threading.Event()  # set exactly while the state is _OPEN
+        self._stop_reconnect = threading.Event()
+        self._reconnector: Optional[threading.Thread] = None
+        self._reconnect_attempts = 0
+        # What the client has seen, to find replies it missed while reconnecting.
+        self._delivered: set[str] = set()
+        self._last_seen: Optional[str] = None
+        self._history_known = True  # False while a resumed session has seen nothing
 
     # --- state ------------------------------------------------------------------
 
@@ -249,6 +291,13 @@ class Session:
         refused. On any failure nothing is left open. Any thread may call it.
         """
         self._check_fork()
+        if self._state == _RECONNECTING:
+            # The reconnector is already on it: wait for its outcome, don't race it.
+            deadline = time.monotonic() + self._connect_timeout
+            while self._state == _RECONNECTING and time.monotonic() < deadline:
+                self._opened.wait(min(SLICE, max(0.0, deadline - time.monotonic())))
+            if self._state == _RECONNECTING:
+                raise SessionTimeoutError("the session is still reconnecting; try again later")
         with self._lifecycle:
             if self.is_connected:
                 return self
@@ -277,9 +326,10 @@ class Session:
                 proxy=self._proxy,
                 write_timeout=self._write_timeout,
             )
-            self._start(transport)
+            self._start(transport, _CONNECTING)
+            resumed = bool(self._session_id)
             try:
-                if self._session_id:
+                if resumed:
                     self._handshake("connect_session", deadline)
                 else:
                     reply = self._handshake("create_session", deadline)
@@ -292,8 +342,11 @@ class Session:
                 self._shutdown(goodbye=None)
                 raise
             with self._lock:
-                self._state = _OPEN
+                self._set_state(_OPEN)
                 self._lost_reason = None
+                self._stop_reconnect.clear()
+                if resumed and self._last_seen is None:
+                    self._history_known = False
             _LIVE.add(self)
             logger.debug("session %s connected", self._session_id)
             return self
@@ -455,7 +508,7 @@ class Session:
         self._check_fork()
         subscriber = SubscriberQueue(maxsize, types)
         with self._lock:
-            if self._state in (_OPEN, _CONNECTING):
+            if self._state in (_OPEN, _CONNECTING, _RECONNECTING):
                 if fresh:
                     self._backlog.clear()
                 else:
@@ -566,7 +619,7 @@ class Session:
             if event.type in (SessionEventType.APPROVAL_REQUEST, SessionEventType.REAUTH_REQUEST):
                 listener_stream.close()
                 raise ConversationalRunActionRequiredError(event, self._session_id or "")
-            if event.type is SessionEventType.ERROR:
+            if event.type is SessionEventType.ERROR and not event.data.get("reconnecting"):
                 listener_stream.close()
                 raise SessionError(f"the turn failed: {event.error}")
         return TurnResult(tracker.text, self._session_id or "", events)
@@ -589,7 +642,7 @@ class Session:
             self._check_fork()
             with self._lock:
                 self._callbacks = self._callbacks + ((types, fn),)
-                if self._state in (_CONNECTING, _OPEN):
+                if self._state in (_CONNECTING, _OPEN, _RECONNECTING):
                     self._start_dispatcher()
             return fn
 
@@ -638,7 +691,15 @@ class Session:
 
     # --- internals: connecting --------------------------------------------------------
 
-    def _start(self, transport: Transport) -> None:
+    def _set_state(self, state: str) -> None:
+        # Called with self._lock held.
+        self._state = state
+        if state == _OPEN:
+            self._opened.set()
+        else:
+            self._opened.clear()
+
+    def _start(self, transport: Transport, state: str) -> None:
         reader = threading.Thread(
             target=self._read_loop,
             args=(transport,),
@@ -648,7 +709,7 @@ class Session:
         with self._lock:
             self._transport = transport
             self._reader = reader
-            self._state = _CONNECTING
+            self._set_state(state)
             self._pid = os.getpid()
             if self._callbacks:
                 self._start_dispatcher()
@@ -674,7 +735,7 @@ class Session:
                     self._waiter = None
         if not reply.ok:
             target = self._session_id or f"{self._owner_type} {self._owner_id}"
-            raise SessionError(f"the engine refused {kind} for {target!r}: {reply.error}")
+            raise SessionRefusedError(f"the engine refused {kind} for {target!r}: {reply.error}")
         return reply
 
     def _await_reply(self, waiter: _Waiter, deadline: float, what: str) -> proto.Reply:
@@ -762,11 +823,29 @@ class Session:
                 if waiter is not None and waiter.accepts(reply):
                     self._waiter = None
                     waiter.replies.put(reply)
+                    # A refusal the waiting call turns into an exception (or a give-up
+                    # event) is not also an ERROR for listeners.
+                    private = private or not reply.ok
             if event is not None and not private:
+                if (
+                    self._state == _RECONNECTING
+                    and event.type is SessionEventType.SESSION_CONNECTED
+                    and reply is not None
+                    and reply.ok
+                ):
+                    data = dict(event.data)
+                    data.update(reconnected=True, attempts=self._reconnect_attempts)
+                    event = SessionEvent(event.type, event.session_id, event.message_id, data)
                 self._fan_out(event)
 
     def _fan_out(self, event: SessionEvent) -> None:
         # Called with self._lock held; offers never block and run no user code.
+        message_id = event.message_id
+        if message_id is not None:
+            self._last_seen = message_id
+            self._history_known = True
+            if event.type is SessionEventType.MESSAGE_COMPLETE:
+                self._delivered.add(message_id)
         if self._dispatch_queue is not None:
             self._dispatch_queue.offer(event)
         listeners = self._listeners
@@ -784,29 +863,179 @@ class Session:
         with self._lock:
             unexpected = self._transport is transport and self._state in (_CONNECTING, _OPEN)
             waiter, self._waiter = self._waiter, None
-            if not unexpected:
-                if waiter is not None:
-                    waiter.replies.put(None)
-                return
-            logger.warning("session %s lost its connection: %s", self._session_id, reason)
-            self._state = _CLOSED
-            self._lost_reason = reason
-            self._transport = None  # the reader stays referenced so close can join it
-            error = SessionEvent(
-                SessionEventType.ERROR,
-                self._session_id or "",
-                data={"error": "connection lost", "reason": reason, "request_type": None},
-            )
-            listeners, self._listeners = self._listeners, ()
-            for subscriber in listeners:
-                subscriber.close(error)
-            if not listeners:
-                self._backlog.offer(error, force=True)
-            self._stop_dispatcher_locked(error)
             if waiter is not None:
                 waiter.replies.put(None)
-        _LIVE.discard(self)
+            if not unexpected:
+                return
+            logger.warning("session %s lost its connection: %s", self._session_id, reason)
+            self._lost_reason = reason
+            self._transport = None  # the reader stays referenced so close can join it
+            if self._state == _OPEN and self._policy is not None:
+                self._set_state(_RECONNECTING)
+                self._announce_loss(reason, reconnecting=True)
+                self._start_reconnector(reason)
+            else:
+                self._give_up_locked(reason)
         transport.release()
+
+    def _announce_loss(self, reason: str, *, reconnecting: bool) -> SessionEvent:
+        # Called with self._lock held. Every consumer must see this, full queue or not.
+        error = SessionEvent(
+            SessionEventType.ERROR,
+            self._session_id or "",
+            data={
+                "error": "connection lost",
+                "reason": reason,
+                "request_type": None,
+                "reconnecting": reconnecting,
+            },
+        )
+        if reconnecting:
+            if self._dispatch_queue is not None:
+                self._dispatch_queue.offer(error, force=True)
+            for subscriber in self._listeners:
+                subscriber.offer(error, force=True)
+            if not self._listeners:
+                self._backlog.offer(error, force=True)
+        return error
+
+    def _give_up_locked(self, reason: str) -> None:
+        # Called with self._lock held: the session is over; tell everyone, then end.
+        self._set_state(_CLOSED)
+        self._lost_reason = reason
+        error = self._announce_loss(reason, reconnecting=False)
+        listeners, self._listeners = self._listeners, ()
+        for subscriber in listeners:
+            subscriber.close(error)
+        if not listeners:
+            self._backlog.offer(error, force=True)
+        self._stop_dispatcher_locked(error)
+        _LIVE.discard(self)
+
+    # --- internals: reconnecting ------------------------------------------------------
+
+    def _start_reconnector(self, reason: str) -> None:
+        # Called with self._lock held.
+        thread = threading.Thread(
+            target=self._reconnect_loop,
+            args=(reason,),
+            name=f"vectorshift-reconnect-{self._session_id}",
+            daemon=True,
+        )
+        self._reconnector = thread
+        thread.start()
+
+    def _reconnect_loop(self, reason: str) -> None:
+        policy = self._policy
+        assert policy is not None
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            elapsed = time.monotonic() - started
+            if attempt > policy.max_attempts or elapsed >= policy.max_time:
+                self._reconnect_failed(
+                    f"{reason}; gave up after {attempt - 1} attempts in {elapsed:.1f}s"
+                )
+                return
+            if self._on_reconnect is not None:
+                info = ReconnectAttempt(self._session_id or "", attempt, reason, elapsed)
+                try:
+                    verdict = self._on_reconnect(info)
+                except Exception:
+                    logger.exception("on_reconnect hook failed; giving up")
+                    verdict = False
+                if verdict is False:
+                    self._reconnect_failed(f"{reason}; reconnecting stopped by on_reconnect")
+                    return
+            pause = min(policy.delay(attempt), max(0.0, policy.max_time - elapsed))
+            if self._stop_reconnect.wait(pause):
+                return  # disconnect() or terminate() was called
+            remaining = policy.max_time - (time.monotonic() - started)
+            if remaining <= 0:
+                continue
+            try:
+                self._reattach(min(self._connect_timeout, remaining), attempt)
+            except Exception as exc:
+                if self._stop_reconnect.is_set():
+                    return
+                reason = str(exc)
+                logger.info("reconnect attempt %d failed: %s", attempt, exc)
+                if not is_recoverable(exc):
+                    self._reconnect_failed(reason)
+                    return
+                continue
+            self._reconcile()
+            return
+
+    def _reattach(self, timeout: float, attempt: int) -> None:
+        key = resolve_api_key(self.__api_key)
+        if not key:
+            raise SessionError("no API key configured any more; cannot reconnect")
+        deadline = time.monotonic() + timeout
+        transport = open_transport(
+            ws_session_url(),
+            key,
+            timeout=timeout,
+            max_message_size=self._max_message_size,
+            sslopt=self._sslopt,
+            proxy=self._proxy,
+            write_timeout=self._write_timeout,
+        )
+        with self._lock:
+            if self._stop_reconnect.is_set() or self._state != _RECONNECTING:
+                transport.release()
+                return
+            self._reconnect_attempts = attempt
+        self._start(transport, _RECONNECTING)
+        try:
+            self._handshake("connect_session", deadline)
+        except BaseException:
+            self._drop_transport(transport)
+            raise
+        with self._lock:
+            if self._state != _RECONNECTING:
+                return  # closed meanwhile; _shutdown owns the transport
+            self._set_state(_OPEN)
+            self._lost_reason = None
+        logger.info("session %s reconnected (attempt %d)", self._session_id, attempt)
+
+    def _drop_transport(self, transport: Transport) -> None:
+        """Tear down a transport of a failed attempt; listeners stay subscribed."""
+        with self._lock:
+            reader = self._reader
+            if self._transport is transport:
+                self._transport = None
+        transport.abort()
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(self._close_timeout)
+        transport.release()
+
+    def _reconnect_failed(self, reason: str) -> None:
+        with self._lock:
+            if self._state != _RECONNECTING:
+                return
+            logger.warning("session %s gave up reconnecting: %s", self._session_id, reason)
+            self._give_up_locked(reason)
+
+    def _reconcile(self) -> None:
+        """Deliver the agent replies that completed while the link was down."""
+        with self._lock:
+            if not self._history_known:
+                return
+            delivered, last_seen = set(self._delivered), self._last_seen
+        try:
+            history = self.get_messages()
+        except Exception as exc:
+            logger.warning("could not reconcile history after reconnecting: %s", exc)
+            return
+        events = missed_replies(history, delivered, last_seen, self._session_id or "")
+        with self._lock:
+            for event in events:
+                if event.message_id is None or event.message_id not in self._delivered:
+                    self._fan_out(event)
+        if events:
+            logger.info("recovered %d missed event(s) from history", len(events))
 
     # --- internals: callbacks ---------------------------------------------------------
 
@@ -863,10 +1092,23 @@ class Session:
 
     def _require_open(self) -> str:
         self._check_fork()
+        if self._state == _RECONNECTING:
+            self._await_reopen()
         session_id = self._session_id
         if self._state != _OPEN or not session_id:
             raise SessionDisconnectedError(self._not_connected_message())
         return session_id
+
+    def _await_reopen(self) -> None:
+        deadline = time.monotonic() + self._write_timeout
+        while self._state == _RECONNECTING:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SessionDisconnectedError(
+                    f"the session is reconnecting ({self._lost_reason}) and did not come "
+                    f"back within {self._write_timeout:g}s"
+                )
+            self._opened.wait(min(SLICE, remaining))
 
     def _not_connected_message(self) -> str:
         if self._terminated:
@@ -876,6 +1118,8 @@ class Session:
                 f"the connection was lost ({self._lost_reason}); call connect() to "
                 "resume the session"
             )
+        if self._state == _RECONNECTING:
+            return "the session is reconnecting"
         return "the session is not connected; call connect() first"
 
     def _send_turn(self, frame: str) -> None:
@@ -885,6 +1129,10 @@ class Session:
 
     def _send_frame(self, frame: str) -> None:
         transport = self._transport
+        if transport is None or self._state not in (_OPEN, _CONNECTING):
+            if self._state == _RECONNECTING:
+                self._await_reopen()
+                transport = self._transport
         if transport is None:
             raise SessionDisconnectedError(self._not_connected_message())
         transport.send_text(frame)
@@ -916,16 +1164,19 @@ class Session:
 
     def _shutdown(self, goodbye: Optional[str]) -> None:
         """Close in order: end listeners, say goodbye, close frame, wake and join."""
+        self._stop_reconnect.set()
         with self._lock:
             transport, reader = self._transport, self._reader
+            reconnector, self._reconnector = self._reconnector, None
             if (
                 transport is None
                 and reader is None
+                and reconnector is None
                 and self._dispatcher is None
                 and not self._listeners
             ):
                 return
-            self._state = _CLOSING
+            self._set_state(_CLOSING)
             listeners, self._listeners = self._listeners, ()
             for subscriber in listeners:
                 subscriber.close()
@@ -935,6 +1186,10 @@ class Session:
             if waiter is not None:
                 waiter.replies.put(None)
         current = threading.current_thread()
+        if reconnector is not None and reconnector is not current:
+            reconnector.join(self._close_timeout)
+            with self._lock:  # an attempt may have attached a transport meanwhile
+                transport, reader = self._transport, self._reader
         if transport is None and reader is not None and reader is not current:
             reader.join(self._close_timeout)  # after a drop: already on its way out
         if transport is not None:
@@ -956,7 +1211,7 @@ class Session:
         if dispatcher is not None and dispatcher is not current:
             dispatcher.join(self._close_timeout)
         with self._lock:
-            self._state = _CLOSED
+            self._set_state(_CLOSED)
             self._transport = None
             self._reader = None
         _LIVE.discard(self)
