@@ -1,0 +1,243 @@
+"""The benchmark engine: ``LocalEngine`` in a process of its own, with three agents.
+
+Started by ``benchmarks/run.py``; prints one JSON line to stdout
+(``{"port", "env", "agents": {"flood", "paced", "chorus", "trivial"}}``) and serves until stdin
+closes or SIGTERM. Agents (each turn is wrapped in ``Processing`` ... ``Idle`` by the
+engine; no echo of the user's post):
+
+* ``Flood``: a turn ``prep N`` builds ``N`` ``message_delta`` frames (framed by
+  websockets' own ``Frame.serialize``) and keeps them; the next turn, ``go``, writes
+  them all with one ``sendall`` under the connection's lock. The engine's per-frame
+  path (``ctx.flood``: a lock, a ``json.dumps``, a ``sendall`` per frame) tops out near
+  the rate the fastest clients read at, and a benchmark of the consumer must not
+  measure the producer: the client's clock starts when it sends ``go``.
+* ``Paced``: the text is ``N R``; sends ``N`` deltas at ``R`` per second on an absolute
+  schedule. Each delta's ``value`` is the sender's ``time.monotonic()`` (CLOCK_MONOTONIC
+  is one clock for every process on Linux), taken just before the frame is written.
+* ``Chorus``: the text is ``N R`` like ``Paced``, but one engine thread paces every
+  session at once (the scale test).
+* ``Trivial``: does nothing (connect timing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from websockets.frames import Frame, Opcode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vectorshift_sync.testing import LocalEngine, TurnContext  # noqa: E402
+
+API_KEY = "bench-key"
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft open-files limit to the hard one (1,000 sessions need 1,000+ fds)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _connections(ctx: TurnContext) -> List[Any]:
+    # The engine's hub knows which websockets connections carry this session. Private
+    # on purpose: the benchmark needs the raw connection to write without per-frame
+    # engine bookkeeping (records of every frame sent, fault checks).
+    hub = ctx._outlet
+    return [record._websocket for record in hub._targets(ctx.session_id)]  # type: ignore[attr-defined]
+
+
+def _delta(session_id: str, message_id: str, index: int, value: str) -> bytes:
+    return json.dumps(
+        {
+            "type": "message_delta",
+            "session_id": session_id,
+            "message_id": message_id,
+            "index": index,
+            "value": value,
+        }
+    ).encode()
+
+
+def _write(connection: Any, payloads: List[bytes]) -> None:
+    """Frame ``payloads`` as text messages with websockets' protocol; one sendall."""
+    with connection.send_context():
+        protocol = connection.protocol
+        for payload in payloads:
+            protocol.send_text(payload)
+        connection.socket.sendall(b"".join(protocol.data_to_send()))
+
+
+def _write_framed(connection: Any, blob: bytes) -> None:
+    """Write frames serialised beforehand, under the connection's lock."""
+    with connection.send_context():
+        connection.socket.sendall(blob)
+
+
+_prepared: Dict[str, bytes] = {}
+_prepared_lock = threading.Lock()
+
+
+def flood_turn(ctx: TurnContext) -> None:
+    """``prep N`` frames N deltas and keeps them; ``go`` writes them in one sendall.
+
+    Two turns, so that the client's clock (started at ``go``) measures the client:
+    the engine's own JSON encoding and framing happen before it.
+    """
+    words = ctx.text.split()
+    if words[0] == "prep":
+        n = int(words[1])
+        message_id = "flood-" + ctx.session_id[-6:]
+        value = "tok "  # a typical small LLM token
+        blob = b"".join(
+            Frame(Opcode.TEXT, _delta(ctx.session_id, message_id, i, value)).serialize(mask=False)
+            for i in range(n)
+        )
+        with _prepared_lock:
+            _prepared[ctx.session_id] = blob
+        return
+    with _prepared_lock:
+        blob = _prepared.pop(ctx.session_id)
+    for connection in _connections(ctx):
+        _write_framed(connection, blob)
+
+
+def paced_turn(ctx: TurnContext) -> None:
+    parts = ctx.text.split()
+    n, rate = int(parts[0]), float(parts[1])
+    message_id = "paced-" + ctx.session_id[-6:]
+    connections = _connections(ctx)
+    start = time.monotonic() + 0.01
+    for i in range(n):
+        due = start + i / rate
+        pause = due - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        if ctx.cancelled:
+            return
+        stamp = repr(time.monotonic())
+        payload = _delta(ctx.session_id, message_id, i, stamp)
+        for connection in connections:
+            try:
+                _write(connection, [payload])
+            except Exception:  # a client that left mid-turn (scale runs end abruptly)
+                return
+
+
+class Chorus:
+    """Scale runs: one thread paces every session's stream, instead of one per session.
+
+    A turn ``N R`` joins the chorus and waits; each tick (every ``1/R`` s, on an
+    absolute schedule) writes the next delta to every member. A thousand turn threads
+    each sleeping and waking 20 times a second would make the engine, not the client,
+    the bottleneck of the scale test.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._members: List[Dict[str, Any]] = []
+        self._thread: Optional[threading.Thread] = None
+
+    def join(self, ctx: TurnContext, n: int, rate: float) -> None:
+        member = {
+            "ctx": ctx,
+            "connections": _connections(ctx),
+            "left": n,
+            "index": 0,
+            "done": threading.Event(),
+            "message_id": "chorus-" + ctx.session_id[-6:],
+        }
+        with self._lock:
+            self._members.append(member)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, args=(rate,), daemon=True)
+                self._thread.start()
+        while not member["done"].wait(0.5):
+            if ctx.cancelled:
+                member["left"] = 0
+                return
+
+    def _run(self, rate: float) -> None:
+        tick = 0
+        start = time.monotonic()
+        while True:
+            with self._lock:
+                members = [m for m in self._members if m["left"] > 0]
+                self._members = members
+                if not members:
+                    self._thread = None
+                    return
+            for member in members:
+                ctx = member["ctx"]
+                payload = _delta(ctx.session_id, member["message_id"], member["index"], "tok ")
+                member["index"] += 1
+                member["left"] -= 1
+                for connection in member["connections"]:
+                    try:
+                        _write(connection, [payload])
+                    except Exception:
+                        member["left"] = 0
+                if member["left"] <= 0:
+                    member["done"].set()
+            tick += 1
+            pause = start + tick / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+
+
+_chorus = Chorus()
+
+
+def chorus_turn(ctx: TurnContext) -> None:
+    parts = ctx.text.split()
+    _chorus.join(ctx, int(parts[0]), float(parts[1]))
+
+
+def trivial_turn(ctx: TurnContext) -> None:
+    return None
+
+
+def main() -> int:
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    fds = raise_fd_limit()
+    # 1,000 sessions: one handler + one reader thread per connection in websockets'
+    # threading server, one turn worker per session; small stacks keep that cheap.
+    threading.stack_size(512 * 1024)
+    engine = LocalEngine(API_KEY, demo=False)
+    agents = {
+        "flood": engine.add_agent("Flood", turn=flood_turn, echo=False),
+        "paced": engine.add_agent("Paced", turn=paced_turn, echo=False),
+        "chorus": engine.add_agent("Chorus", turn=chorus_turn, echo=False),
+        "trivial": engine.add_agent("Trivial", turn=trivial_turn, echo=False),
+    }
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    def _stdin_watch() -> None:
+        sys.stdin.read()  # the parent closed our stdin (or died): stop
+        stop.set()
+
+    with engine:
+        info = {"port": engine.port, "env": engine.env, "agents": agents, "pid": os.getpid()}
+        info["fd_limit"] = fds
+        sys.stdout.write(json.dumps(info) + "\n")
+        sys.stdout.flush()
+        threading.Thread(target=_stdin_watch, daemon=True).start()
+        stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,436 @@
+"""One command for the whole benchmark: ``python benchmarks/run.py [--quick]``.
+
+Starts the benchmark engine (``engine.py``) in a process of its own, one long-lived
+driver for our library and the raw floor (``sync_driver.py``, this interpreter) and
+one for the official async SDK (``official_driver.py``, run by the official SDK's
+own virtualenv, ``.venv-compat``), then measures side by side: every repetition runs
+every variant once, in a rotated order, and the table shows medians.
+
+* Throughput: events/s reaching the consumer for a flood of N ``message_delta``
+  frames, first delta to last (the engine writes the whole flood at once, so the
+  consumer is what is measured).
+* Latency: server send to consumer's hands at a paced rate (CLOCK_MONOTONIC is one
+  clock for every process on Linux).
+* Connect: ``create_session()`` + ``connect()``, warm.
+* Scale: many sessions streaming at once in one fresh process (ours): threads, RSS,
+  events lost with unbounded listeners.
+
+``--quick`` is a smoke run (seconds, not minutes). Without ``.venv-compat`` the
+official rows are left out in ``--quick`` mode; the full mode builds the virtualenv
+first (as the compat tests do) and leaves them out only if that is impossible.
+Speed is reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import select
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+OFFICIAL_VERSION = "0.1.15"
+
+THROUGHPUT_VARIANTS = [
+    ("raw_default", "sync"),
+    ("raw", "sync"),
+    ("transport", "sync"),
+    ("listen", "official"),
+    ("listen", "sync"),
+    ("callbacks", "sync"),
+]
+LATENCY_VARIANTS = [("listen", "official"), ("listen", "sync"), ("callbacks", "sync")]
+
+
+class Driver:
+    """A driver process: one JSON command per line in, one JSON result per line out."""
+
+    def __init__(self, name: str, argv: List[str], env: Dict[str, str], log: IO[str]) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=env,
+            text=True,
+            cwd=str(REPO),
+        )
+
+    def ask(self, command: Dict[str, Any], timeout: float = 180.0) -> Dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        line = _readline(self.proc.stdout, timeout)
+        if not line:
+            raise RuntimeError(f"{self.name} driver exited (code {self.proc.poll()})")
+        result: Dict[str, Any] = json.loads(line)
+        return result
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _readline(stream: IO[str], timeout: float) -> str:
+    ready, _, _ = select.select([stream], [], [], timeout)
+    if not ready:
+        raise TimeoutError(f"no answer within {timeout:.0f}s")
+    return stream.readline()
+
+
+def _clean_env(extra: Dict[str, str]) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VECTORSHIFT_")}
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        env.pop(name, None)  # loopback only
+    env.update(extra)
+    return env
+
+
+# --- the official SDK's interpreter ----------------------------------------------------
+
+
+def official_python(build: bool) -> Tuple[Optional[Path], str]:
+    """The compat virtualenv's interpreter, or None and why not."""
+    venv = Path(os.environ.get("VS_COMPAT_VENV") or REPO / ".venv-compat")
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    if _sdk_version(python) == OFFICIAL_VERSION:
+        return python, ""
+    if not build:
+        return None, f"no vectorshift=={OFFICIAL_VERSION} in {venv} (a full run builds it)"
+    try:  # the compat tests' own builder: same virtualenv, same marker, same lock
+        sys.path.insert(0, str(REPO))
+        from tests.compat.conftest import ensure_official_sdk
+    except Exception as exc:  # pytest not installed, say
+        return None, f"cannot build {venv}: {exc}"
+    print(f"building {venv} (vectorshift=={OFFICIAL_VERSION}) ...", file=sys.stderr, flush=True)
+    try:
+        return ensure_official_sdk(), ""
+    except Exception as exc:
+        return None, f"cannot build {venv}: {exc}"
+
+
+def _sdk_version(python: Path) -> Optional[str]:
+    if not python.exists():
+        return None
+    probe = "import importlib.metadata as m, vectorshift; print(m.version('vectorshift'))"
+    env = _clean_env({})
+    env.pop("PYTHONPATH", None)
+    try:
+        out = subprocess.run(
+            [str(python), "-c", probe], capture_output=True, text=True, timeout=60, env=env
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+# --- the run ---------------------------------------------------------------------------
+
+
+def start_engine(log: IO[str]) -> Tuple[subprocess.Popen, Dict[str, Any]]:  # type: ignore[type-arg]
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "engine.py")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        cwd=str(REPO),
+    )
+    assert proc.stdout is not None
+    line = _readline(proc.stdout, 30.0)
+    if not line:
+        raise RuntimeError(f"the benchmark engine did not start (code {proc.poll()})")
+    return proc, json.loads(line)
+
+
+def stop_engine(proc: "subprocess.Popen[str]") -> None:
+    if proc.stdin is not None:
+        proc.stdin.close()  # engine.py stops when its stdin closes
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def rotated(items: Sequence[Any], k: int) -> List[Any]:
+    k %= len(items)
+    return list(items[k:]) + list(items[:k])
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    logs = open(args.log, "w") if args.log else open(os.devnull, "w")
+    python, why_not = (
+        (None, "--no-official") if args.no_official else official_python(build=not args.quick)
+    )
+    results: Dict[str, Any] = {
+        "throughput": {},
+        "latency": {},
+        "connect": {},
+        "official": None if python is None else str(python),
+        "official_missing": why_not,
+    }
+    engine, info = start_engine(logs)
+    env = _clean_env({**info["env"], "VS_BENCH_AGENTS": json.dumps(info["agents"])})
+    drivers: Dict[str, Driver] = {}
+    try:
+        drivers["sync"] = Driver("sync", [sys.executable, str(HERE / "sync_driver.py")], env, logs)
+        if python is not None:
+            official_env = dict(env)
+            for name in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"):
+                official_env.pop(name, None)
+            drivers["official"] = Driver(
+                "official", [str(python), str(HERE / "official_driver.py")], official_env, logs
+            )
+        tput = [v for v in THROUGHPUT_VARIANTS if v[1] in drivers]
+        lat = [v for v in LATENCY_VARIANTS if v[1] in drivers]
+
+        def record(section: str, key: str, result: Dict[str, Any]) -> None:
+            if "error" in result:
+                print(f"  {section} {key}: {result['error']}", file=sys.stderr, flush=True)
+            results[section].setdefault(key, []).append(result)
+
+        # Warm-up: imports, first connections, JIT-free but cache-warm code paths.
+        for variant, side in tput:
+            drivers[side].ask({"op": "throughput", "variant": variant, "n": min(args.n, 2000)})
+        for rep in range(args.reps):
+            print(f"repetition {rep + 1}/{args.reps}", file=sys.stderr, flush=True)
+            for variant, side in rotated(tput, rep):
+                command = {"op": "throughput", "variant": variant, "n": args.n}
+                record("throughput", f"{side}:{variant}", drivers[side].ask(command))
+            for variant, side in rotated(lat, rep):
+                command = {
+                    "op": "latency",
+                    "variant": variant,
+                    "n": args.latency_n,
+                    "rate": args.rate,
+                }
+                record("latency", f"{side}:{variant}", drivers[side].ask(command))
+            for side in rotated(sorted(drivers), rep):
+                command = {"op": "connect", "count": args.connects}
+                record("connect", side, drivers[side].ask(command))
+        for driver in drivers.values():
+            driver.close()
+        drivers.clear()
+        print(f"scale: {args.sessions} sessions", file=sys.stderr, flush=True)
+        scale_cmd = {"sessions": args.sessions, "n": args.scale_n, "rate": args.scale_rate}
+        proc = subprocess.run(
+            [sys.executable, str(HERE / "sync_driver.py"), "scale", json.dumps(scale_cmd)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=logs,
+            text=True,
+            timeout=300,
+            cwd=str(REPO),
+        )
+        lines = proc.stdout.strip().splitlines()
+        results["scale"] = (
+            json.loads(lines[-1])
+            if proc.returncode == 0 and lines
+            else {"error": f"scale run failed (exit {proc.returncode})"}
+        )
+    finally:
+        for driver in drivers.values():
+            driver.close()
+        stop_engine(engine)
+        logs.close()
+    return results
+
+
+# --- the table -----------------------------------------------------------------------
+
+
+def _median(runs: List[Dict[str, Any]], field: str) -> Optional[float]:
+    values = [r[field] for r in runs if r.get(field) is not None and "error" not in r]
+    return statistics.median(values) if values else None
+
+
+def _spread(runs: List[Dict[str, Any]], field: str) -> str:
+    values = [r[field] for r in runs if r.get(field) is not None and "error" not in r]
+    if len(values) < 2:
+        return ""
+    return f"{min(values):,.0f}-{max(values):,.0f}"
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu})"
+
+
+def versions() -> str:
+    import websocket
+    import websockets
+
+    return (
+        f"Python {platform.python_version()}, websockets {websockets.__version__}, "
+        f"websocket-client {websocket.__version__}"
+    )
+
+
+def table(results: Dict[str, Any], args: argparse.Namespace) -> str:
+    tp, lt, cn = results["throughput"], results["latency"], results["connect"]
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out: List[str] = []
+    add = out.append
+    add(f"vectorshift_sync benchmark, {now}{' (--quick)' if args.quick else ''}")
+    add(f"machine: {machine()}; nproc {os.cpu_count()}")
+    add(f"ours: {versions()}")
+    if results["official"]:
+        add(f"official: vectorshift {OFFICIAL_VERSION} (aiohttp) in {results['official']}")
+    else:
+        add(f"official: NOT MEASURED ({results['official_missing']})")
+    add(
+        f"{args.reps} interleaved repetitions, medians; engine on 127.0.0.1 in its own process; "
+        "listeners unbounded (maxsize=0) on both sides"
+    )
+    add("")
+    official = _median(tp.get("official:listen", []), "rate")
+    floor = _median(tp.get("sync:raw", []), "rate")
+    listen = _median(tp.get("sync:listen", []), "rate")
+    rows = [
+        ("raw websocket-client recv()+json.loads, defaults", "sync:raw_default"),
+        ("raw websocket-client, skip_utf8_validation (floor)", "sync:raw"),
+        ("ours, transport only: bulk reads+framing+json", "sync:transport"),
+        ("(b) official SDK listen()", "official:listen"),
+        ("(c) ours listen()", "sync:listen"),
+        ("(d) ours callbacks, session.on()", "sync:callbacks"),
+    ]
+    add(f"Throughput: {args.n:,} message_delta, events/s at the consumer")
+    add(f"  {'variant':52} {'median':>9} {'min-max':>17} {'/official':>9} {'/floor':>7}")
+    for label, key in rows:
+        runs = tp.get(key)
+        if not runs:
+            continue
+        value = _median(runs, "rate")
+        shown = f"{value:,.0f}" if value else "failed"
+        add(
+            f"  {label:52} {shown:>9} {_spread(runs, 'rate'):>17} "
+            f"{_ratio(value, official):>9} {_ratio(value, floor):>7}"
+        )
+    callbacks = _median(tp.get("sync:callbacks", []), "rate")
+    add(f"  callbacks / listen: {_ratio(callbacks, listen)}")
+    add("")
+    add(f"Latency: {args.latency_n:,} deltas at {args.rate:,.0f}/s, server send -> consumer, ms")
+    add(f"  {'variant':52} {'p50':>9} {'p99':>9} {'max':>9} {'p99/official':>12}")
+    official_p99 = _median(lt.get("official:listen", []), "p99_ms")
+    for label, key in (
+        ("official SDK listen()", "official:listen"),
+        ("ours listen()", "sync:listen"),
+        ("ours callbacks", "sync:callbacks"),
+    ):
+        runs = lt.get(key)
+        if not runs:
+            continue
+        p50, p99 = _median(runs, "p50_ms"), _median(runs, "p99_ms")
+        worst = _median(runs, "max_ms")
+        add(
+            f"  {label:52} {_f(p50, 3):>9} {_f(p99, 3):>9} {_f(worst, 2):>9} "
+            f"{_ratio(p99, official_p99):>12}"
+        )
+    add("")
+    add(f"Connect: create_session() + connect(), warm, median of {args.connects} per repetition")
+    official_c = _median(cn.get("official", []), "median_ms")
+    ours_c = _median(cn.get("sync", []), "median_ms")
+    if official_c is not None:
+        label = "official SDK (returns before the connect_session ack)"
+        add(f"  {label:52} {_f(official_c, 2):>9} ms")
+    add(
+        f"  {'ours (waits for the connect_session ack)':52} {_f(ours_c, 2):>9} ms"
+        f"  {_ratio(ours_c, official_c)} of official"
+    )
+    add("")
+    sc = results.get("scale") or {}
+    add(
+        f"Scale (ours): {args.sessions:,} sessions in one process, each streaming "
+        f"{args.scale_n} deltas at {args.scale_rate:g}/s at once, listen(maxsize=0)"
+    )
+    if "error" in sc:
+        add(f"  FAILED: {sc['error']}")
+    elif sc:
+        extra = sc["threads_streaming"] - sc["sessions"]
+        add(
+            f"  threads while streaming: {sc['threads_streaming']:,} "
+            f"(= {sc['sessions']:,} x 1 + {extra}); before connecting: {sc['threads_before']}"
+        )
+        add(
+            f"  RSS: {sc['rss_base_mb']:.0f} MB before, {sc['rss_idle_mb']:.0f} MB connected, "
+            f"{sc['rss_streaming_mb']:.0f} MB streaming, {sc['rss_peak_mb']:.0f} MB peak"
+        )
+        add(
+            f"  events: {sc['received']:,} of {sc['expected']:,}, lost {sc['lost']:,}; "
+            f"connect all {sc['connect_s']:.1f} s, stream all {sc['stream_s']:.1f} s"
+        )
+    return "\n".join(out)
+
+
+def _f(value: Optional[float], digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
+    parser.add_argument("--reps", type=int, help="interleaved repetitions (5; quick 1)")
+    parser.add_argument("--n", type=int, help="deltas per throughput run (20,000; quick 3,000)")
+    parser.add_argument("--latency-n", type=int, help="deltas per latency run (4,000; quick 400)")
+    parser.add_argument("--rate", type=float, default=2000.0, help="latency pace, events/s")
+    parser.add_argument("--connects", type=int, help="connects per repetition (20; quick 5)")
+    parser.add_argument("--sessions", type=int, help="scale: sessions (1,000; quick 50)")
+    parser.add_argument("--scale-n", type=int, help="scale: deltas per session (100; quick 20)")
+    parser.add_argument("--scale-rate", type=float, help="scale: deltas/s per session (20)")
+    parser.add_argument("--no-official", action="store_true", help="leave the official SDK out")
+    parser.add_argument("--json", help="also write every measurement to this file")
+    parser.add_argument("--log", help="drivers' and engine's stderr go here (default: discarded)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    defaults = {
+        "reps": 1 if quick else 5,
+        "n": 3000 if quick else 20000,
+        "latency_n": 400 if quick else 4000,
+        "connects": 5 if quick else 20,
+        "sessions": 50 if quick else 1000,
+        "scale_n": 20 if quick else 100,
+        "scale_rate": 20.0,
+    }
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    started = time.monotonic()
+    results = run(args)
+    text = table(results, args)
+    print(text)
+    print(f"(run took {time.monotonic() - started:.0f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
