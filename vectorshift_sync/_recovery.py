@@ -41,7 +41,7 @@ class ReconnectPolicy:
     """
 
     max_attempts: int = 10
-    max_time: float = 15.0
+    max_time: float = 14.0
     base_delay: float = 0.2
     max_delay: float = 5.0
 
