@@ -22,6 +22,8 @@ Design
   it no longer uses, and concurrent handshakes with one key or different keys
   compose. The filter reads an immutable tuple of compiled patterns that is replaced
   under a lock whenever the registry changes, so logging threads never take the lock.
+  In a child process after ``fork()`` the lock is new and the registry empty: the
+  parent's threads that held them do not exist there.
 * **Masking** replaces the key by :func:`mask_key`'s form (``***`` and at most the
   last four characters). A key of 8 characters or more is replaced wherever it
   occurs; a shorter one (a test key) only as a whole token, so it cannot garble the
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import threading
 from typing import Dict, Iterator, Optional, Pattern, Tuple
@@ -86,6 +89,11 @@ class KeyRedactingFilter(logging.Filter):
                 self._counts.pop(key, None)
             self._rebuild()
 
+    def _forget_after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = {}
+        self._rules = ()
+
     def _rebuild(self) -> None:
         # Called with self._lock held; the tuple is swapped in one assignment.
         keys = sorted(self._counts, key=len, reverse=True)
@@ -129,6 +137,17 @@ def _installed() -> KeyRedactingFilter:
             logging.getLogger(WEBSOCKET_LOGGER).addFilter(created)
             _filter = created
         return _filter
+
+
+def _after_fork_in_child() -> None:
+    global _install_lock
+    _install_lock = threading.Lock()
+    if _filter is not None:
+        _filter._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @contextlib.contextmanager
