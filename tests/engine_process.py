@@ -94,4 +94,3 @@ class EngineProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
