@@ -12,6 +12,7 @@ import http
 import json
 import logging
 import socket
+import ssl
 import threading
 from types import TracebackType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type, Union
@@ -26,7 +27,7 @@ from ._frames import new_id
 from ._http import authorized, is_ws_path, route
 from ._hub import Hub
 from ._records import ConnectionRecord, Owner, SessionInfo, Turn
-from ._sockets import ClientSocket, ListeningSocket
+from ._sockets import ClientSocket, ListeningSocket, use_tls_client_sockets
 
 __all__ = ["LocalEngine"]
 
@@ -76,6 +77,11 @@ class LocalEngine:
     ``stop()`` is idempotent and bounded: it cancels running turns, closes connections
     (close code 1001; at most ``close_timeout`` per unresponsive client before an
     abort) and joins every thread the engine started.
+
+    ``ssl_context`` (a server-side ``ssl.SSLContext`` with a certificate loaded) serves
+    HTTPS and ``wss://`` instead; every fault control works the same. The engine sets
+    the context's ``sslsocket_class`` (a documented hook) to its own socket class, so
+    give it a context made for it.
     """
 
     def __init__(
@@ -89,9 +95,15 @@ class LocalEngine:
         stream_delay: float = 0.0,
         close_timeout: float = 1.0,
         max_size: Optional[int] = _DEFAULT_MAX_SIZE,
+        ssl_context: Optional[ssl.SSLContext] = None,
     ) -> None:
         if not api_key:
             raise ValueError("api_key must be a non-empty string")
+        if ssl_context is not None:
+            if not isinstance(ssl_context, ssl.SSLContext):
+                raise TypeError("ssl_context must be an ssl.SSLContext or None")
+            use_tls_client_sockets(ssl_context)
+        self._ssl_context = ssl_context
         self._api_key = api_key
         self._host = host
         self._requested_port = port
@@ -137,14 +149,20 @@ class LocalEngine:
         return self._server is not None
 
     @property
+    def tls(self) -> bool:
+        """Whether the engine serves HTTPS and ``wss://`` (it was given an ``ssl_context``)."""
+        return self._ssl_context is not None
+
+    @property
     def base_url(self) -> str:
-        """The HTTP API base, ``http://HOST:PORT/v1``."""
-        return f"http://{self._netloc()}/v1"
+        """The HTTP API base, ``http://HOST:PORT/v1`` (``https://`` with TLS)."""
+        return f"{'https' if self.tls else 'http'}://{self._netloc()}/v1"
 
     @property
     def ws_url(self) -> str:
-        """The WebSocket base, ``ws://HOST:PORT/v1``; clients append ``/ws/session``."""
-        return f"ws://{self._netloc()}/v1"
+        """The WebSocket base, ``ws://HOST:PORT/v1`` (``wss://`` with TLS); clients
+        append ``/ws/session``."""
+        return f"{'wss' if self.tls else 'ws'}://{self._netloc()}/v1"
 
     @property
     def env(self) -> Dict[str, str]:
@@ -275,7 +293,7 @@ class LocalEngine:
     def _serve(self, port: int) -> None:
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         raw = socket.create_server((self._host, port), family=family)
-        listener = ListeningSocket(raw, lambda: self.faults.half_open)
+        listener = ListeningSocket(raw, lambda: self.faults.half_open, self._ssl_context)
         try:
             server = serve(
                 self._hub.serve_connection,

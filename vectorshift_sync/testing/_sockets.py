@@ -13,6 +13,12 @@ response — without touching its framing code:
 * **abort**: ``SO_LINGER`` 0, then ``shutdown(SHUT_RDWR)`` to wake websockets' reader
   (and any writer blocked on a full buffer); its ``close()`` then resets the connection.
   No close frame is ever written.
+
+With TLS (``LocalEngine(ssl_context=...)``) the listening socket wraps each accepted
+connection itself, as a :class:`TLSClientSocket` (a :class:`ClientSocket` that is also
+an ``ssl.SSLSocket``), so both faults work the same: muting discards whole plaintext
+writes before they are encrypted. The TLS handshake runs inside the first read, in
+websockets' connection thread, never in the accept loop.
 """
 
 from __future__ import annotations
@@ -20,14 +26,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+import ssl
 import struct
 import threading
-from typing import TYPE_CHECKING, Any, Callable, List, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
-__all__ = ["ClientSocket", "ListeningSocket"]
+__all__ = ["ClientSocket", "TLSClientSocket", "ListeningSocket"]
 
 
 class ClientSocket(socket.socket):
@@ -35,6 +42,9 @@ class ClientSocket(socket.socket):
 
     def __init__(self, sock: socket.socket, half_open: Callable[[], bool]) -> None:
         super().__init__(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        self._init_faults(half_open)
+
+    def _init_faults(self, half_open: Callable[[], bool]) -> None:
         self._half_open = half_open
         self._abort_lock = threading.Lock()
         #: Set once the request turned out to be a WebSocket upgrade (HTTP is never muted).
@@ -83,18 +93,50 @@ class ClientSocket(socket.socket):
             super().shutdown(socket.SHUT_RDWR)
 
 
-class ListeningSocket(socket.socket):
-    """The server socket; wraps each accepted connection in a :class:`ClientSocket`."""
+class TLSClientSocket(ClientSocket, ssl.SSLSocket):
+    """An accepted TLS connection with the same mute switch and abort.
 
-    def __init__(self, sock: socket.socket, half_open: Callable[[], bool]) -> None:
+    Made by ``SSLContext.wrap_socket`` (the engine sets the context's documented
+    ``sslsocket_class`` to this class), which bypasses ``__init__``: the listening
+    socket calls :meth:`_init_faults` right after.
+    """
+
+
+def use_tls_client_sockets(context: ssl.SSLContext) -> None:
+    """Make ``context.wrap_socket`` return :class:`TLSClientSocket` objects."""
+    context.sslsocket_class = TLSClientSocket
+
+
+class ListeningSocket(socket.socket):
+    """The server socket; wraps each accepted connection in a :class:`ClientSocket`
+    (with ``tls``, a :class:`TLSClientSocket`, before any byte is read)."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        half_open: Callable[[], bool],
+        tls: Optional[ssl.SSLContext] = None,
+    ) -> None:
         super().__init__(sock.family, sock.type, sock.proto, fileno=sock.detach())
         self._half_open = half_open
+        self._tls = tls
         self._clients_lock = threading.Lock()
         self._clients: List[ClientSocket] = []
 
     def accept(self) -> Tuple[socket.socket, Any]:
         sock, address = super().accept()
-        client = ClientSocket(sock, self._half_open)
+        client: ClientSocket
+        if self._tls is None:
+            client = ClientSocket(sock, self._half_open)
+        else:
+            # No I/O here: the handshake happens in the connection's thread, inside
+            # the first read, so a slow or silent client cannot stall the accept loop.
+            wrapped = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            if not isinstance(wrapped, TLSClientSocket):  # pragma: no cover - misuse
+                wrapped.close()
+                raise TypeError("the engine's SSL context was given another sslsocket_class")
+            client = wrapped
+            client._init_faults(self._half_open)
         with self._clients_lock:
             self._clients = [c for c in self._clients if c.is_open]
             self._clients.append(client)
