@@ -36,6 +36,7 @@ setup(
             "pytest-timeout>=2.1",
             "responses>=0.23",
             "hypothesis>=6",
+            "trustme>=1.0",  # tests/test_tls.py: a throwaway CA and certificates
             "docutils>=0.18",  # tests/test_readme.py checks README.rst
             # examples/ run by tests/test_examples.py: the web frameworks, and
             # nbclient + ipykernel to execute the notebook headlessly.
