@@ -37,6 +37,7 @@ setup(
             "responses>=0.23",
             "hypothesis>=6",
             "trustme>=1.0",  # tests/test_tls.py: a throwaway CA and certificates
+            "gevent>=22.10",  # tests/test_green.py: the monkey-patching we claim to support
             "docutils>=0.18",  # tests/test_readme.py checks README.rst
             # examples/ run by tests/test_examples.py: the web frameworks, and
             # nbclient + ipykernel to execute the notebook headlessly.
