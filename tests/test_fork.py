@@ -208,6 +208,20 @@ def test_a_session_object_never_connected_before_fork_works_in_the_child(
     assert _fork(child) == {"answer": REPLY}
 
 
+def test_the_child_can_continue_the_conversation_by_id(engine: LocalEngine, agent_id: str) -> None:
+    with Session(owner_type="agent", owner_id=agent_id) as session:
+        assert session.ask("first, in the parent", timeout=scaled(10)).text == REPLY
+
+        def child() -> Dict[str, Any]:
+            with Session(session_id=session.session_id) as resumed:
+                history = resumed.get_messages(timeout=5)
+                return {"history": len(history), "answer": resumed.ask("hi", timeout=5).text}
+
+        assert _fork(child) == {"history": 2, "answer": REPLY}
+        assert session.is_connected
+        assert session.ask("and the parent goes on", timeout=scaled(10)).text == REPLY
+
+
 # The parent's threads may be inside the session when fork() happens: the reader
 # holding the state lock while it routes a frame, a get_messages() holding the request
 # lock, a connect() holding the lifecycle lock. Those threads do not exist in the child
