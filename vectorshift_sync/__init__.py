@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
+from ._recovery import ReconnectAttempt, ReconnectPolicy
 from .agent import Agent, AgentRunResult, AgentType, ConversationalAgentRunResult
 from .chatbot import Chatbot
 from .errors import (
@@ -66,6 +67,8 @@ __all__ = [
     "SendManyItem",
     "ApprovalResponse",
     "TurnResult",
+    "ReconnectPolicy",
+    "ReconnectAttempt",
     # errors
     "VectorshiftError",
     "VectorshiftApiError",
