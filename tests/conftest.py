@@ -24,6 +24,9 @@ _CLEARED = (
     "https_proxy",
     "all_proxy",
     "no_proxy",
+    "WEBSOCKET_CLIENT_CA_BUNDLE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
 )
 
 

@@ -85,6 +85,34 @@ def test_drop_mid_stream_recovers_and_loses_no_completed_reply(engine: LocalEngi
         assert session.ask("again", timeout=scaled(10)).text.startswith("Once upon")
 
 
+def test_a_reply_that_completes_while_away_is_recovered_from_history(
+    engine: LocalEngine,
+) -> None:
+    agent = engine.add_agent("Story", turn=_slow_story)
+    reply_stored = threading.Event()
+
+    def hold_until_the_reply_is_stored(attempt: ReconnectAttempt) -> None:
+        # Keep the client away until the engine has finished and stored the reply.
+        assert engine.wait_for_frame("post_message", timeout=scaled(5))
+        deadline = time.monotonic() + scaled(5)
+        while time.monotonic() < deadline and not reply_stored.is_set():
+            history = engine.history(attempt.session_id)
+            if any(m["content"].get("status") == "Complete" and "object_id" in m["sender"]
+                   and m["content"].get("type") == "data_type_message" for m in history):
+                reply_stored.set()
+            else:
+                reply_stored.wait(0.01)
+
+    with _fast_session(agent, on_reconnect=hold_until_the_reply_is_stored) as session:
+        engine.faults.drop_after_frames = 4  # ack, echo, Processing, one delta
+        events = list(session.stream("story while away", timeout=scaled(10)))
+        assert reply_stored.is_set()
+        recovered = [e for e in events if e.data.get("recovered")]
+        assert [e.type for e in recovered] == [E.MESSAGE_COMPLETE, E.PARTICIPANT_STATUS]
+        assert recovered[0].text == "Once upon a time there was a very patient websocket."
+        assert events[-1].is_turn_end  # the stream ends although the real Idle was lost
+
+
 def test_ask_survives_a_mid_turn_drop(engine: LocalEngine) -> None:
     agent = engine.add_agent("Story", turn=_slow_story)
     with _fast_session(agent) as session:

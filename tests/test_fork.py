@@ -229,12 +229,6 @@ def test_the_child_can_continue_the_conversation_by_id(engine: LocalEngine, agen
 # them. Held here by the forking thread, which simulates each race deterministically.
 _LOCKS = ("_lock", "_request_lock", "_lifecycle")
 
-_NOT_YET = pytest.mark.xfail(
-    strict=True,
-    reason="session.py takes a lock before checking for fork (lead's file); see report",
-)
-
-
 def _session_only(use: Callable[[Session], Any]) -> Callable[[Session, Any], Any]:
     return lambda session, listener: use(session)
 
@@ -255,9 +249,7 @@ _RETURNS = ("disconnect", "terminate", "off", "close an inherited listener", "is
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param(name, marks=_NOT_YET)
-        if name in ("get_messages", "off", "close an inherited listener")
-        else name
+        name
         for name in _CHILD_CALLS
     ],
 )

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import docutils.core
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.rst").read_text(encoding="utf-8")
@@ -14,10 +15,15 @@ MAIN_COMMAND = "python -m pip install -e . && python -m vectorshift_sync chat"
 TEST_COMMAND = 'python -m pip install -e ".[test]" && python -m pytest'
 
 
-def test_readme_is_valid_restructuredtext() -> None:
+@pytest.mark.parametrize(
+    "path", [ROOT / "README.rst", ROOT / "CHANGELOG.rst", *sorted((ROOT / "docs").glob("*.rst"))],
+    ids=lambda p: p.name,
+)
+def test_documents_are_valid_restructuredtext(path: Path) -> None:
     errors = io.StringIO()
     docutils.core.publish_doctree(
-        README, settings_overrides={"warning_stream": errors, "report_level": 2}
+        path.read_text(encoding="utf-8"),
+        settings_overrides={"warning_stream": errors, "report_level": 2},
     )
     assert errors.getvalue() == ""
 

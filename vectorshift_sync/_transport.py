@@ -27,6 +27,7 @@ from websockets.protocol import Protocol, Side, State
 
 from ._redaction import masking
 from .errors import (
+    SessionConnectionError,
     SessionDisconnectedError,
     SessionError,
     SessionTimeoutError,
@@ -39,10 +40,6 @@ __all__ = ["Transport", "TransportClosed", "SessionConnectionError", "open_trans
 logger = logging.getLogger(__name__)
 
 _READ_SIZE = 1 << 16
-
-
-class SessionConnectionError(SessionDisconnectedError):
-    """The WebSocket could not be opened (refused, unreachable, TLS, bad upgrade)."""
 
 
 class TransportClosed(Exception):
@@ -263,9 +260,14 @@ def open_transport(
     except VectorshiftError:
         raise
     except (OSError, websocket.WebSocketException, ValueError) as exc:
+        hint = (
+            "pass sslopt={'ca_certs': <CA bundle>} (or set WEBSOCKET_CLIENT_CA_BUNDLE) "
+            "if the server's certificate is signed by a private CA"
+            if isinstance(exc, ssl.SSLCertVerificationError)
+            else "check the network and VECTORSHIFT_WS_URL / VECTORSHIFT_BASE_URL"
+        )
         raise SessionConnectionError(
-            f"could not open the WebSocket to {_safe(url)}: {exc}; check the network "
-            "and VECTORSHIFT_WS_URL / VECTORSHIFT_BASE_URL"
+            f"could not open the WebSocket to {_safe(url)}: {exc}; {hint}"
         ) from exc
     sock = ws.sock
     if sock is None:  # pragma: no cover - websocket-client always sets it on success

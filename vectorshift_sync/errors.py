@@ -16,6 +16,7 @@ so one ``except VectorshiftError`` catches them all. The families are kept apart
     │   └── InternalServerError         >= 500
     ├── SessionError                    a real-time session failed
     │   ├── SessionDisconnectedError    it is not (or no longer) connected
+    │   │   └── SessionConnectionError  the WebSocket could not be opened
     │   ├── SessionRefusedError         the engine refused the session (unknown id, ...)
     │   ├── SessionTimeoutError         a wait ran out (also a built-in TimeoutError)
     │   └── SessionForkedError          used in a child process after fork()
@@ -52,6 +53,7 @@ __all__ = [
     "ApiTimeoutError",
     "SessionError",
     "SessionDisconnectedError",
+    "SessionConnectionError",
     "SessionTimeoutError",
     "SessionRefusedError",
     "SessionForkedError",
@@ -247,6 +249,10 @@ class SessionError(VectorshiftError):
 
 class SessionDisconnectedError(SessionError):
     """The session is not connected: never connected, closed, or the link dropped."""
+
+
+class SessionConnectionError(SessionDisconnectedError):
+    """The WebSocket could not be opened (refused, unreachable, DNS, TLS, proxy)."""
 
 
 class SessionRefusedError(SessionError):

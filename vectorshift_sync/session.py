@@ -652,6 +652,8 @@ class Session:
 
     def off(self, callback: Callback) -> bool:
         """Remove every registration of ``callback``; return whether there was one."""
+        if self._forked():
+            return False  # the callbacks run in the parent; its locks may be held here
         with self._lock:
             kept = tuple(entry for entry in self._callbacks if entry[1] is not callback)
             removed = len(kept) != len(self._callbacks)
@@ -669,6 +671,7 @@ class Session:
         """
         if timeout is not None:
             _check_positive("timeout", timeout)
+        self._check_fork()  # before any lock: a forked child may inherit them taken
         deadline = time.monotonic() + (self._request_timeout if timeout is None else timeout)
         _acquire(self._request_lock, deadline, "message history")
         try:
@@ -717,7 +720,11 @@ class Session:
 
     def _handshake(self, kind: str, deadline: float) -> proto.Reply:
         transport = self._transport
-        assert transport is not None
+        if transport is None:  # the reader already saw the connection end
+            raise SessionDisconnectedError(
+                f"the connection closed before {kind} could be sent"
+                + (f" ({self._lost_reason})" if self._lost_reason else "")
+            )
         if kind == "create_session":
             frame = proto.encode_create_session(self._owner_type, self._owner_id)
         else:
@@ -802,7 +809,7 @@ class Session:
         try:
             parsed = proto.parse_frame(raw, self._session_id or "")
         except proto.UnknownFrameError as exc:
-            if exc.kind not in self._unknown_kinds:
+            if exc.kind not in self._unknown_kinds and len(self._unknown_kinds) < 64:
                 self._unknown_kinds.add(exc.kind)
                 logger.info("ignoring frames of unknown type %r", exc.kind)
             return
@@ -841,7 +848,9 @@ class Session:
     def _fan_out(self, event: SessionEvent) -> None:
         # Called with self._lock held; offers never block and run no user code.
         message_id = event.message_id
-        if message_id is not None:
+        if message_id is not None and event.type is not SessionEventType.MESSAGE_DELTA:
+            # Deltas carry the id of a message that is not complete yet: only whole
+            # messages mark how far into the history this client has come.
             self._last_seen = message_id
             self._history_known = True
             if event.type is SessionEventType.MESSAGE_COMPLETE:
@@ -1217,8 +1226,11 @@ class Session:
         _LIVE.discard(self)
         logger.debug("session %s closed", self._session_id)
 
+    def _forked(self) -> bool:
+        return self._pid is not None and os.getpid() != self._pid
+
     def _check_fork(self) -> None:
-        if self._pid is not None and os.getpid() != self._pid:
+        if self._forked():
             raise SessionForkedError(
                 f"this session was opened in process {self._pid} and inherited by "
                 f"fork() into process {os.getpid()}; open a new Session in this process"
@@ -1258,7 +1270,7 @@ class _Listener(Iterator[SessionEvent]):
     def _finish(self) -> None:
         self._done = True
         session, self._session = self._session, None
-        if session is not None:
+        if session is not None and not session._forked():
             with session._lock:
                 session._listeners = tuple(q for q in session._listeners if q is not self._queue)
         self._queue.close()
