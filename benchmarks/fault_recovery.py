@@ -239,7 +239,7 @@ def main() -> int:
         os.environ.update(engine.env)
         agent = engine.add_agent("Story", turn=_story)
         rows.append(gives_up(engine, agent, "server gone (refused)", engine.stop))
-    print(f"| fault | what happened | time (s) | completed replies lost |")
+    print("| fault | what happened | time (s) | completed replies lost |")
     print("| --- | --- | --- | --- |")
     for label, outcome, took, lost in rows:
         print(f"| {label} | {outcome} | {took:.2f} | {lost} |")
