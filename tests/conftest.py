@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -47,6 +47,12 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 _SESSION_THREADS = ("vectorshift-reader", "vectorshift-callbacks", "vectorshift-reconnect")
+
+
+@pytest.fixture
+def engine(local_engine: Any) -> Any:
+    """The local engine (the package's own ``local_engine`` fixture), env vars set."""
+    return local_engine
 
 
 def _library_threads() -> set[threading.Thread]:

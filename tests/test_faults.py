@@ -40,14 +40,6 @@ pytestmark = pytest.mark.timeout(60)
 FAST = ReconnectPolicy(max_attempts=20, max_time=scaled(3.0), base_delay=0.02, max_delay=0.2)
 
 
-@pytest.fixture
-def engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalEngine]:
-    with LocalEngine() as running:
-        for name, value in running.env.items():
-            monkeypatch.setenv(name, value)
-        yield running
-
-
 def _slow_story(ctx: TurnContext) -> None:
     ctx.stream("Once upon a time there was a very patient websocket.", chunk=3, delay=0.02)
 

@@ -33,14 +33,6 @@ E = SessionEventType
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.fixture
-def engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalEngine]:
-    with LocalEngine() as running:
-        for name, value in running.env.items():
-            monkeypatch.setenv(name, value)
-        yield running
-
-
 def _hello(ctx: TurnContext) -> None:
     ctx.stream(f"You said: {ctx.text}", chunk=4)
 

@@ -23,14 +23,6 @@ E = SessionEventType
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.fixture
-def engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalEngine]:
-    with LocalEngine() as running:
-        for name, value in running.env.items():
-            monkeypatch.setenv(name, value)
-        yield running
-
-
 def _only_deltas(ctx: TurnContext) -> None:
     for piece in ("Par", "tial"):
         ctx.delta(piece, message_id="m-deltas")

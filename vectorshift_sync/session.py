@@ -31,6 +31,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import closing
 from types import TracebackType
 from typing import (
     Any,
@@ -397,13 +398,7 @@ class Session:
         sent; a closed session raises :class:`SessionDisconnectedError`. Safe to call
         from several threads at once.
         """
-        _check_str("mime_type", mime_type, optional=True)
-        _check_str("filename", filename, optional=True)
-        session_id = self._require_open()
-        frame = proto.encode_send(
-            session_id, content, files=files, mime_type=mime_type, filename=filename
-        )
-        self._send_turn(frame)
+        self._send_turn(self._encode_send(content, files, mime_type, filename))
 
     def send_many(self, messages: Sequence[SendManyItem]) -> None:
         """Post several messages as one batch, answered as one LLM turn.
@@ -537,7 +532,7 @@ class Session:
         mime_type: Optional[str] = None,
         filename: Optional[str] = None,
         timeout: Optional[float] = 300.0,
-    ) -> Iterator[SessionEvent]:
+    ) -> Generator[SessionEvent, None, None]:
         """Send one turn and yield its events until the agent's turn ends.
 
         Subscribes before sending, so nothing of the turn is missed. An approval
@@ -546,14 +541,9 @@ class Session:
         a lost connection yields its ``ERROR`` event and then raises
         :class:`SessionDisconnectedError`. Stopping early unsubscribes.
         """
-        _check_str("mime_type", mime_type, optional=True)
-        _check_str("filename", filename, optional=True)
         if timeout is not None:
             _check_positive("timeout", timeout)
-        session_id = self._require_open()
-        frame = proto.encode_send(
-            session_id, content, files=files, mime_type=mime_type, filename=filename
-        )
+        frame = self._encode_send(content, files, mime_type, filename)
         subscriber = self._subscribe(None, 0, fresh=True)
         listener = _Listener(self, subscriber, None)
         try:
@@ -611,17 +601,17 @@ class Session:
         stream = self.stream(
             content, files=files, mime_type=mime_type, filename=filename, timeout=timeout
         )
-        assert isinstance(stream, Generator)
-        listener_stream = stream
-        for event in listener_stream:
-            events.append(event)
-            tracker.feed(event)
-            if event.type in (SessionEventType.APPROVAL_REQUEST, SessionEventType.REAUTH_REQUEST):
-                listener_stream.close()
-                raise ConversationalRunActionRequiredError(event, self._session_id or "")
-            if event.type is SessionEventType.ERROR and not event.data.get("reconnecting"):
-                listener_stream.close()
-                raise SessionError(f"the turn failed: {event.error}")
+        with closing(stream):  # stopping early unsubscribes at once
+            for event in stream:
+                events.append(event)
+                tracker.feed(event)
+                if event.type in (
+                    SessionEventType.APPROVAL_REQUEST,
+                    SessionEventType.REAUTH_REQUEST,
+                ):
+                    raise ConversationalRunActionRequiredError(event, self._session_id or "")
+                if event.type is SessionEventType.ERROR and not event.data.get("reconnecting"):
+                    raise SessionError(f"the turn failed: {event.error}")
         return TurnResult(tracker.text, self._session_id or "", events)
 
     def on(self, event_types: EventTypes, callback: Optional[_F] = None) -> Any:
@@ -1130,6 +1120,21 @@ class Session:
         if self._state == _RECONNECTING:
             return "the session is reconnecting"
         return "the session is not connected; call connect() first"
+
+    def _encode_send(
+        self,
+        content: Content,
+        files: Optional[Sequence[FileLike]],
+        mime_type: Optional[str],
+        filename: Optional[str],
+    ) -> str:
+        """The frame of one ``send()``: arguments checked and encoded, nothing sent."""
+        _check_str("mime_type", mime_type, optional=True)
+        _check_str("filename", filename, optional=True)
+        session_id = self._require_open()
+        return proto.encode_send(
+            session_id, content, files=files, mime_type=mime_type, filename=filename
+        )
 
     def _send_turn(self, frame: str) -> None:
         with self._lock:
