@@ -77,6 +77,9 @@ class _End:
         self.error = error
 
 
+_NONE = object()
+
+
 class SubscriberQueue(queue.Queue):  # type: ignore[type-arg]
     """One consumer's events; ``maxsize <= 0`` is unbounded.
 
@@ -92,6 +95,10 @@ class SubscriberQueue(queue.Queue):  # type: ignore[type-arg]
         self.types = frozenset(event_types) if event_types else None
         self.closed = False
         self.overflows = 0
+        # Consumers blocked in a wait on ``not_empty`` (guarded by ``mutex``): a
+        # producer notifies only when there is one. Condition.notify() costs as much
+        # as the rest of an offer even when nobody waits.
+        self._sleepers = 0
         # Set without any lock by an iterator's __del__ (which may run inside the
         # garbage collector on any thread); the producer prunes such queues.
         self.abandoned = False
@@ -117,7 +124,8 @@ class SubscriberQueue(queue.Queue):  # type: ignore[type-arg]
                     self.not_empty.notify()
                 return False
             items.append(event)
-            self.not_empty.notify()
+            if self._sleepers:
+                self.not_empty.notify()
             return True
 
     def close(self, error: Optional[SessionEvent] = None) -> None:
@@ -135,16 +143,19 @@ class SubscriberQueue(queue.Queue):  # type: ignore[type-arg]
         Raises :class:`Ended` after the end marker (it stays, so every later call
         raises too) and ``queue.Empty`` when the deadline passes.
         """
+        with self.mutex:  # the common case: something is queued, no clock, no wait
+            item = self.queue.popleft() if self.queue else _NONE
+        if item is not _NONE:
+            return self._unwrap(item)  # outside the lock: an end marker takes it again
         while True:
             if deadline is None:
                 wait = SLICE
             else:
                 wait = min(SLICE, deadline - time.monotonic())
                 if wait <= 0:
-                    item = self.get_nowait()
-                    return self._unwrap(item)
+                    return self._unwrap(self._pop(0.0))
             try:
-                item = self.get(timeout=wait)
+                item = self._pop(wait)
             except queue.Empty:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise
@@ -153,9 +164,46 @@ class SubscriberQueue(queue.Queue):  # type: ignore[type-arg]
 
     def take_blocking(self) -> SessionEvent:
         """Block without a deadline; for the library's own background threads only."""
-        return self._unwrap(self.get())
+        return self._unwrap(self._pop(None))
+
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+        """``queue.Queue.get``, on the same wait as :meth:`take` (no ``not_full`` notify:
+        producers here never wait for space)."""
+        if not block:
+            timeout = 0.0
+        elif timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        return self._pop(timeout)
+
+    def _pop(self, timeout: Optional[float]) -> Any:
+        """Remove the oldest item, waiting up to ``timeout`` s (None: no limit).
+
+        Raises ``queue.Empty`` when nothing came in time.
+        """
+        with self.mutex:
+            items = self.queue
+            if not items:
+                if timeout is not None and timeout <= 0:
+                    raise queue.Empty
+                self._sleepers += 1
+                try:
+                    if timeout is None:
+                        while not items:
+                            self.not_empty.wait()
+                    else:
+                        end = time.monotonic() + timeout
+                        while not items:
+                            remaining = end - time.monotonic()
+                            if remaining <= 0:
+                                raise queue.Empty
+                            self.not_empty.wait(remaining)
+                finally:
+                    self._sleepers -= 1
+            return items.popleft()
 
     def _unwrap(self, item: Any) -> SessionEvent:
+        if type(item) is SessionEvent:
+            return item
         if isinstance(item, _End):
             with self.mutex:
                 # Keep the marker for the next call; the error is reported only once.

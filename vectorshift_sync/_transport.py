@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import select
 import socket
 import ssl
@@ -40,6 +41,7 @@ __all__ = ["Transport", "TransportClosed", "SessionConnectionError", "open_trans
 logger = logging.getLogger(__name__)
 
 _READ_SIZE = 1 << 16
+_TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 
 
 class TransportClosed(Exception):
@@ -68,6 +70,19 @@ class Transport:
         self._binary = False  # inside a fragmented binary message (ignored)
         self._aborted = False  # abort() was called: the end is ours
         self._broken = False  # a write failed: the end is the network's
+        # poll(), not select(): select() refuses descriptors past FD_SETSIZE (1024),
+        # and a process holding a thousand sessions has them. Windows has no poll().
+        self._poller: Optional[Any] = None
+        if hasattr(select, "poll"):
+            self._poller = select.poll()
+            self._poller.register(sock.fileno(), select.POLLIN)
+        # A plain socket with a timeout is non-blocking underneath, so os.read() on it
+        # never blocks: one system call and one release of the GIL, where
+        # socket.recv() polls first (sockets with a timeout always do). POSIX only.
+        self._raw_read = (
+            os.name == "posix" and type(sock) is socket.socket and sock.gettimeout() is not None
+        )
+        self._more = False  # the last read filled the buffer: more is probably waiting
 
     @property
     def closed(self) -> bool:
@@ -124,12 +139,26 @@ class Transport:
         """
         sock = self._sock
         try:
-            pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
-            if not pending:
-                readable, _, _ = select.select([sock], [], [], max(timeout, 0.0))
-                if not readable:
+            if self._raw_read:
+                data: Optional[bytes] = None
+                if self._more:  # a flood: read on without waiting
+                    try:
+                        data = os.read(sock.fileno(), _READ_SIZE)
+                    except BlockingIOError:
+                        data = None
+                if data is None:
+                    if not self._wait(timeout):
+                        return None
+                    try:
+                        data = os.read(sock.fileno(), _READ_SIZE)
+                    except BlockingIOError:
+                        return None  # woken, yet nothing to read
+            else:
+                pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+                if not pending and not self._wait(timeout):
                     return None
-            data = sock.recv(_READ_SIZE)
+                data = sock.recv(_READ_SIZE)
+            self._more = len(data) == _READ_SIZE
         except (OSError, ValueError) as exc:
             if self._aborted:
                 raise TransportClosed("connection closed locally", clean=True) from None
@@ -159,19 +188,28 @@ class Transport:
             raise self._closed_reason(data)
         return messages
 
+    def _wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the socket to be readable (or closed)."""
+        if self._poller is not None:
+            return bool(self._poller.poll(max(timeout, 0.0) * 1000.0))
+        readable, _, _ = select.select([self._sock], [], [], max(timeout, 0.0))
+        return bool(readable)
+
     def _assemble(self, frames: List[Any]) -> List[bytes]:
         messages: List[bytes] = []
+        append = messages.append
         for frame in frames:
             opcode = frame.opcode
-            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if opcode is _TEXT or opcode is _BINARY:
                 if frame.fin:
-                    if opcode is Opcode.TEXT:
-                        messages.append(frame.data)
-                    self._fragments = []
+                    if opcode is _TEXT:
+                        append(frame.data)
+                    if self._fragments:
+                        self._fragments = []
                 else:
-                    self._fragments = [frame.data] if opcode is Opcode.TEXT else []
-                    self._binary = opcode is Opcode.BINARY
-            elif opcode is Opcode.CONT:
+                    self._fragments = [frame.data] if opcode is _TEXT else []
+                    self._binary = opcode is _BINARY
+            elif opcode is _CONT:
                 if not self._binary:
                     self._fragments.append(frame.data)
                     if frame.fin:

@@ -1,0 +1,304 @@
+"""The performance paths of issue 6 behave exactly like the plain code they stand for.
+
+* ``_protocol._loads`` is ``json.loads``: same value, same exception and message, for
+  str, bytes and bytearray (websockets hands frames over as bytearray).
+* ``_protocol._only`` builds the same ``Parsed``/``SessionEvent`` as the constructors,
+  and is in use (if events.py changes shape, the fast path turns itself off: this
+  test says so, since that is a silent slowdown).
+* ``SubscriberQueue`` notifies only when a consumer waits: no wake-up is lost, for
+  ``take``, ``take_blocking`` and plain ``queue.Queue.get``.
+* ``Transport`` waits with ``poll()`` and reads plain sockets with ``os.read()``: a
+  session whose socket descriptor is above ``FD_SETSIZE`` (1024) works, and a flood
+  of mixed frame sizes arrives whole and in order across read boundaries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from typing import Any, Iterator, List
+
+import pytest
+from conftest import scaled
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vectorshift_sync import _protocol
+from vectorshift_sync._protocol import Parsed, _loads, parse_frame
+from vectorshift_sync._subscribers import SubscriberQueue
+from vectorshift_sync.events import SessionEvent, SessionEventType
+from vectorshift_sync.session import Session
+from vectorshift_sync.testing import LocalEngine, TurnContext
+
+E = SessionEventType
+
+
+def _outcome(fn: Any, value: Any) -> Any:
+    try:
+        return ("ok", fn(value))
+    except BaseException as exc:  # compare the failure too
+        return ("error", type(exc), str(exc))
+
+
+def _same_as_json(value: Any) -> None:
+    expected = _outcome(json.loads, value)
+    got = _outcome(_loads, value)
+    if expected[0] == "ok" and got[0] == "ok":
+        # NaN != NaN: compare the JSON text of both results
+        assert json.dumps(got[1], sort_keys=True) == json.dumps(expected[1], sort_keys=True)
+        assert type(got[1]) is type(expected[1])
+    else:
+        assert got == expected
+
+
+DELTA = '{"type": "message_delta", "session_id": "s", "message_id": "m", "value": "x"}'
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        DELTA,
+        DELTA + " ",
+        DELTA + "\n\t ",
+        " " + DELTA,
+        DELTA + "x",
+        DELTA + "{}",
+        DELTA[:-1],
+        "{}",
+        "{",
+        "",
+        " ",
+        "[1, 2]",
+        '"str"',
+        "5",
+        "NaN",
+        '{"a": NaN, "b": Infinity, "c": -Infinity}',
+        '{"big": 123456789012345678901234567890, "f": 1e400, "neg0": -0.0}',
+        '{"dup": 1, "dup": 2}',
+        '{"s": "\\ud800 lone surrogate"}',
+        '{"s": "\\u00e9 \u00e9 \U0001f600"}',
+        "\ufeff" + DELTA,
+        '{"a": [' * 50 + "]}" * 50,
+        '{"type": "x"}\x00',
+    ],
+)
+def test_loads_is_json_loads_for_str_bytes_and_bytearray(text: str) -> None:
+    _same_as_json(text)
+    raw = text.encode("utf-8", "surrogatepass")
+    _same_as_json(raw)
+    _same_as_json(bytearray(raw))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xef\xbb\xbf" + DELTA.encode(),  # UTF-8 BOM: json.loads(bytes) accepts it
+        DELTA.encode("utf-16"),
+        DELTA.encode("utf-16-le"),
+        DELTA.encode("utf-32"),
+        b'{"s": "\xed\xa0\x80"}',  # an encoded surrogate: surrogatepass
+        b'{"s": "\xff"}',  # not UTF-8
+        b'{"',
+        b"{",
+    ],
+)
+def test_loads_is_json_loads_for_odd_encodings(raw: bytes) -> None:
+    _same_as_json(raw)
+    _same_as_json(bytearray(raw))
+
+
+def test_loads_nesting_deeper_than_the_recursion_limit_is_a_recursion_error() -> None:
+    deep = '{"a": ' * 100_000 + "1" + "}" * 100_000
+    with pytest.raises(RecursionError):
+        _loads(deep)
+
+
+_FUZZ = settings(
+    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@_FUZZ
+@given(st.text())
+def test_fuzz_loads_text(text: str) -> None:
+    _same_as_json(text)
+    _same_as_json("{" + text)
+    _same_as_json(bytearray(("{" + text).encode("utf-8", "surrogatepass")))
+
+
+@_FUZZ
+@given(st.binary())
+def test_fuzz_loads_bytes(data: bytes) -> None:
+    _same_as_json(data)
+    _same_as_json(b'{"' + data)
+    _same_as_json(bytearray(b'{"' + data))
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@_FUZZ
+@given(st.dictionaries(st.text(max_size=5), _values, max_size=5), st.sampled_from(["", " ", "\n"]))
+def test_fuzz_loads_objects(value: Any, tail: str) -> None:
+    text = json.dumps(value) + tail
+    _same_as_json(text)
+    _same_as_json(text.encode())
+    _same_as_json(bytearray(text.encode()))
+
+
+# --- fast objects ----------------------------------------------------------------------------
+
+
+def test_fast_objects_are_in_use() -> None:
+    assert _protocol._FAST_OBJECTS, (
+        "SessionEvent or Parsed changed shape, so _protocol._only fell back to the "
+        "constructors (correct, but 0.6 us slower per event): update _only"
+    )
+
+
+@pytest.mark.parametrize("message_id", [None, "m1"])
+def test_fast_objects_equal_the_constructed_ones(message_id: Any) -> None:
+    data = {"delta": "x", "index": 3}
+    fast = _protocol._only(E.MESSAGE_DELTA, "sid", message_id, data)
+    slow = Parsed(SessionEvent(E.MESSAGE_DELTA, "sid", message_id, data))
+    assert fast == slow
+    assert type(fast) is Parsed and type(fast.event) is SessionEvent
+    assert fast.event is not None and slow.event is not None
+    assert repr(fast) == repr(slow) and hash(fast.event) == hash(slow.event)
+    assert fast.event.delta == "x" and fast.reply is None
+    with pytest.raises(AttributeError):  # still frozen
+        fast.event.type = E.ERROR  # type: ignore[misc]
+
+
+def test_delta_frames_parse_to_the_plain_result() -> None:
+    frame = {"type": "message_delta", "session_id": "s1", "message_id": "m", "index": 2}
+    frame["value"] = "hi"
+    expected = Parsed(SessionEvent(E.MESSAGE_DELTA, "s1", "m", {"delta": "hi", "index": 2}))
+    assert parse_frame(json.dumps(frame), "own") == expected
+    assert parse_frame(bytearray(json.dumps(frame).encode()), "own") == expected
+    odd = {"type": "message_delta", "session_id": "", "message_id": 5}
+    assert parse_frame(json.dumps(odd), "own") == Parsed(
+        SessionEvent(E.MESSAGE_DELTA, "own", None, {"delta": None, "index": None})
+    )
+
+
+# --- subscriber queues: notify only when someone waits ---------------------------------------
+
+
+def _delta(i: int) -> SessionEvent:
+    return SessionEvent(E.MESSAGE_DELTA, "s", "m", {"delta": str(i), "index": i})
+
+
+@pytest.mark.parametrize("how", ["take", "take_blocking", "get", "get_timeout"])
+def test_a_waiting_consumer_is_woken_by_each_offer(how: str) -> None:
+    q = SubscriberQueue(0)
+    takers = {
+        "take": lambda: q.take(time.monotonic() + scaled(10)),
+        "take_blocking": q.take_blocking,
+        "get": q.get,
+        "get_timeout": lambda: q.get(timeout=scaled(10)),
+    }
+    take = takers[how]
+    got: List[Any] = []
+
+    def consume() -> None:
+        for _ in range(200):
+            got.append(take())
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    for i in range(200):
+        if i % 20 == 0:  # let the consumer catch up and really wait now and then
+            deadline = time.monotonic() + scaled(5)
+            while q._sleepers == 0 and time.monotonic() < deadline:
+                time.sleep(0.001)
+        q.offer(_delta(i))
+    thread.join(scaled(10))
+    assert not thread.is_alive(), f"{how} missed a wake-up ({len(got)} of 200)"
+    assert got == [_delta(i) for i in range(200)]
+    assert q._sleepers == 0
+
+
+def test_get_keeps_queue_semantics() -> None:
+    q = SubscriberQueue(0)
+    with pytest.raises(queue.Empty):
+        q.get(block=False)
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.01)
+    with pytest.raises(ValueError):
+        q.get(timeout=-1)
+    q.put(_delta(1))  # plain put() still wakes and feeds get()
+    assert q.get(timeout=1) == _delta(1)
+    q.offer(_delta(2))
+    assert q.get_nowait() == _delta(2)
+
+
+# --- transport: poll() and os.read() -----------------------------------------------------------
+
+
+@pytest.fixture
+def high_descriptors() -> Iterator[None]:
+    """Push this process's next descriptors above FD_SETSIZE (1024)."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 1300
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.skip(f"the open-files hard limit ({hard}) is below {need}")
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    fds: List[int] = []
+    try:
+        while True:
+            fd = os.open(os.devnull, os.O_RDONLY)
+            fds.append(fd)
+            if fd >= 1100:
+                break
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
+        if soft != resource.RLIM_INFINITY and soft < need:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.usefixtures("high_descriptors")
+def test_a_session_on_a_descriptor_above_fd_setsize_works(local_engine: LocalEngine) -> None:
+    agent = local_engine.add_agent("Echo", turn=lambda ctx: ctx.stream("pong " + ctx.text))
+    with Session(owner_type="agent", owner_id=agent) as session:
+        transport = session._transport
+        assert transport is not None and transport._sock.fileno() > 1024
+        assert session.ask("ping", timeout=scaled(10)).text == "pong ping"
+
+
+def test_a_flood_of_mixed_sizes_arrives_whole_and_in_order(local_engine: LocalEngine) -> None:
+    sizes = [1, 70_000, 3, 200_000, 5] + [40] * 3000 + [65_536, 131_072, 7]
+
+    def turn(ctx: TurnContext) -> None:
+        for i, size in enumerate(sizes):
+            ctx.delta(str(i % 10) * size, message_id="m")
+
+    agent = local_engine.add_agent("Mixed", turn=turn)
+    with Session(owner_type="agent", owner_id=agent) as session:
+        listener = session.listen(
+            event_types=[E.MESSAGE_DELTA, E.PARTICIPANT_STATUS], maxsize=0, timeout=scaled(20)
+        )
+        session.send("go")
+        got: List[str] = []
+        for event in listener:
+            if event.is_turn_end:
+                break
+            if event.delta is not None:
+                got.append(event.delta)
+        assert [len(d) for d in got] == sizes
+        assert all(d == str(i % 10) * len(d) for i, d in enumerate(got))
