@@ -169,6 +169,8 @@ def stop_engine(proc: "subprocess.Popen[str]") -> None:
 
 
 def rotated(items: Sequence[Any], k: int) -> List[Any]:
+    if not items:
+        return []
     k %= len(items)
     return list(items[k:]) + list(items[:k])
 
@@ -197,8 +199,12 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             drivers["official"] = Driver(
                 "official", [str(python), str(HERE / "official_driver.py")], official_env, logs
             )
+        only = set(args.only.split(",")) if args.only else None
         tput = [v for v in THROUGHPUT_VARIANTS if v[1] in drivers]
         lat = [v for v in LATENCY_VARIANTS if v[1] in drivers]
+        if only is not None:
+            tput = tput if "throughput" in only else []
+            lat = lat if "latency" in only else []
 
         def record(section: str, key: str, result: Dict[str, Any]) -> None:
             if "error" in result:
@@ -221,12 +227,14 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                     "rate": args.rate,
                 }
                 record("latency", f"{side}:{variant}", drivers[side].ask(command))
-            for side in rotated(sorted(drivers), rep):
+            for side in rotated(sorted(drivers), rep) if only is None or "connect" in only else []:
                 command = {"op": "connect", "count": args.connects}
                 record("connect", side, drivers[side].ask(command))
         for driver in drivers.values():
             driver.close()
         drivers.clear()
+        if only is not None and "scale" not in only:
+            return results
         print(f"scale: {args.sessions} sessions", file=sys.stderr, flush=True)
         scale_cmd = {"sessions": args.sessions, "n": args.scale_n, "rate": args.scale_rate}
         proc = subprocess.run(
@@ -295,7 +303,6 @@ def versions() -> str:
 
 
 def table(results: Dict[str, Any], args: argparse.Namespace) -> str:
-    tp, lt, cn = results["throughput"], results["latency"], results["connect"]
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out: List[str] = []
     add = out.append
@@ -310,35 +317,72 @@ def table(results: Dict[str, Any], args: argparse.Namespace) -> str:
         f"{args.reps} interleaved repetitions, medians; engine on 127.0.0.1 in its own process; "
         "listeners unbounded (maxsize=0) on both sides"
     )
-    add("")
+    targets: List[str] = []
+    for section in (_throughput, _latency, _connect, _scale):
+        lines = section(results, args, targets)
+        if lines:
+            add("")
+            out.extend(lines)
+    if targets:
+        add("")
+        add("Targets (issue 6), as measured in this run:")
+        out.extend(f"  {line}" for line in targets)
+    return "\n".join(out)
+
+
+def _verdict(ok: Optional[bool]) -> str:
+    return "n/a " if ok is None else "MET " if ok else "NOT MET"
+
+
+def _throughput(results: Dict[str, Any], args: argparse.Namespace, targets: List[str]) -> List[str]:
+    tp = results["throughput"]
+    if not tp:
+        return []
     official = _median(tp.get("official:listen", []), "rate")
     floor = _median(tp.get("sync:raw", []), "rate")
     listen = _median(tp.get("sync:listen", []), "rate")
+    callbacks = _median(tp.get("sync:callbacks", []), "rate")
     rows = [
-        ("raw websocket-client recv()+json.loads, defaults", "sync:raw_default"),
-        ("raw websocket-client, skip_utf8_validation (floor)", "sync:raw"),
-        ("ours, transport only: bulk reads+framing+json", "sync:transport"),
+        ("(a) raw websocket-client recv()+json.loads, defaults", "sync:raw_default"),
+        ("(a) raw websocket-client, skip_utf8_validation: floor", "sync:raw"),
+        ("ours, transport only: bulk reads+framing+json.loads", "sync:transport"),
         ("(b) official SDK listen()", "official:listen"),
         ("(c) ours listen()", "sync:listen"),
         ("(d) ours callbacks, session.on()", "sync:callbacks"),
     ]
-    add(f"Throughput: {args.n:,} message_delta, events/s at the consumer")
-    add(f"  {'variant':52} {'median':>9} {'min-max':>17} {'/official':>9} {'/floor':>7}")
+    lines = [
+        f"Throughput: {args.n:,} message_delta, events/s at the consumer (send to last event)",
+        f"  {'variant':54} {'median':>9} {'min-max':>17} {'/official':>9} {'/floor':>7}",
+    ]
     for label, key in rows:
         runs = tp.get(key)
         if not runs:
             continue
         value = _median(runs, "rate")
         shown = f"{value:,.0f}" if value else "failed"
-        add(
-            f"  {label:52} {shown:>9} {_spread(runs, 'rate'):>17} "
+        lines.append(
+            f"  {label:54} {shown:>9} {_spread(runs, 'rate'):>17} "
             f"{_ratio(value, official):>9} {_ratio(value, floor):>7}"
         )
-    callbacks = _median(tp.get("sync:callbacks", []), "rate")
-    add(f"  callbacks / listen: {_ratio(callbacks, listen)}")
-    add("")
-    add(f"Latency: {args.latency_n:,} deltas at {args.rate:,.0f}/s, server send -> consumer, ms")
-    add(f"  {'variant':52} {'p50':>9} {'p99':>9} {'max':>9} {'p99/official':>12}")
+    lines.append(f"  callbacks / listen: {_ratio(callbacks, listen)}")
+    if official and listen:
+        ratio = listen / official
+        stretch = " (stretch 1.5x: " + ("met)" if ratio >= 1.5 else "not met)")
+        targets.append(f"{_verdict(ratio >= 1.0)} listen() >= 1.0x official: {ratio:.2f}x{stretch}")
+    if listen and callbacks:
+        ratio = callbacks / listen
+        targets.append(f"{_verdict(ratio >= 0.8)} callbacks >= 0.8x listen(): {ratio:.2f}x")
+    return lines
+
+
+def _latency(results: Dict[str, Any], args: argparse.Namespace, targets: List[str]) -> List[str]:
+    lt = results["latency"]
+    if not lt:
+        return []
+    lines = [
+        f"Latency: {args.latency_n:,} deltas at {args.rate:,.0f}/s, server send -> consumer, ms",
+        f"  {'variant':54} {'p50':>9} {'p99':>9} {'max':>9} {'p99/official':>12}",
+    ]
     official_p99 = _median(lt.get("official:listen", []), "p99_ms")
     for label, key in (
         ("official SDK listen()", "official:listen"),
@@ -350,44 +394,65 @@ def table(results: Dict[str, Any], args: argparse.Namespace) -> str:
             continue
         p50, p99 = _median(runs, "p50_ms"), _median(runs, "p99_ms")
         worst = _median(runs, "max_ms")
-        add(
-            f"  {label:52} {_f(p50, 3):>9} {_f(p99, 3):>9} {_f(worst, 2):>9} "
+        lines.append(
+            f"  {label:54} {_f(p50, 3):>9} {_f(p99, 3):>9} {_f(worst, 2):>9} "
             f"{_ratio(p99, official_p99):>12}"
         )
-    add("")
-    add(f"Connect: create_session() + connect(), warm, median of {args.connects} per repetition")
+        if key.startswith("sync:") and official_p99 and p99:
+            targets.append(
+                f"{_verdict(p99 <= official_p99)} p99 {label} <= official: "
+                f"{p99:.3f} vs {official_p99:.3f} ms"
+            )
+    return lines
+
+
+def _connect(results: Dict[str, Any], args: argparse.Namespace, targets: List[str]) -> List[str]:
+    cn = results["connect"]
+    if not cn:
+        return []
     official_c = _median(cn.get("official", []), "median_ms")
     ours_c = _median(cn.get("sync", []), "median_ms")
+    lines = [
+        f"Connect: create_session() + connect(), warm, median of {args.connects} per repetition"
+    ]
     if official_c is not None:
         label = "official SDK (returns before the connect_session ack)"
-        add(f"  {label:52} {_f(official_c, 2):>9} ms")
-    add(
-        f"  {'ours (waits for the connect_session ack)':52} {_f(ours_c, 2):>9} ms"
+        lines.append(f"  {label:54} {_f(official_c, 2):>9} ms")
+    lines.append(
+        f"  {'ours (waits for the connect_session ack)':54} {_f(ours_c, 2):>9} ms"
         f"  {_ratio(ours_c, official_c)} of official"
     )
-    add("")
-    sc = results.get("scale") or {}
-    add(
+    return lines
+
+
+def _scale(results: Dict[str, Any], args: argparse.Namespace, targets: List[str]) -> List[str]:
+    if "scale" not in results:
+        return []
+    sc = results["scale"]
+    lines = [
         f"Scale (ours): {args.sessions:,} sessions in one process, each streaming "
         f"{args.scale_n} deltas at {args.scale_rate:g}/s at once, listen(maxsize=0)"
-    )
+    ]
     if "error" in sc:
-        add(f"  FAILED: {sc['error']}")
-    elif sc:
-        extra = sc["threads_streaming"] - sc["sessions"]
-        add(
-            f"  threads while streaming: {sc['threads_streaming']:,} "
-            f"(= {sc['sessions']:,} x 1 + {extra}); before connecting: {sc['threads_before']}"
-        )
-        add(
-            f"  RSS: {sc['rss_base_mb']:.0f} MB before, {sc['rss_idle_mb']:.0f} MB connected, "
-            f"{sc['rss_streaming_mb']:.0f} MB streaming, {sc['rss_peak_mb']:.0f} MB peak"
-        )
-        add(
-            f"  events: {sc['received']:,} of {sc['expected']:,}, lost {sc['lost']:,}; "
-            f"connect all {sc['connect_s']:.1f} s, stream all {sc['stream_s']:.1f} s"
-        )
-    return "\n".join(out)
+        lines.append(f"  FAILED: {sc['error']}")
+        return lines
+    extra = sc["threads_streaming"] - sc["sessions"]
+    lines += [
+        f"  threads while streaming: {sc['threads_streaming']:,} "
+        f"(= {sc['sessions']:,} x 1 + {extra}); before connecting: {sc['threads_before']}",
+        f"  RSS: {sc['rss_base_mb']:.0f} MB before, {sc['rss_idle_mb']:.0f} MB connected, "
+        f"{sc['rss_streaming_mb']:.0f} MB streaming, {sc['rss_peak_mb']:.0f} MB peak",
+        f"  events: {sc['received']:,} of {sc['expected']:,}, lost {sc['lost']:,}",
+        f"  time: connect all {sc['connect_s']:.1f} s; stream all {sc['stream_s']:.1f} s "
+        f"(the engine paces {args.scale_n / args.scale_rate:.1f} s), client CPU "
+        f"{sc.get('cpu_s', 0):.1f} s = {sc.get('cpu_us_per_event', 0):.0f} us/event",
+    ]
+    targets.append(
+        f"{_verdict(extra <= 16)} <= 1 thread per session + constant: {sc['sessions']:,} + {extra}"
+    )
+    targets.append(f"{_verdict(sc['rss_peak_mb'] < 200)} RSS < 200 MB: {sc['rss_peak_mb']:.0f} MB")
+    targets.append(f"{_verdict(sc['lost'] == 0)} 0 events lost: {sc['lost']:,}")
+    return lines
 
 
 def _f(value: Optional[float], digits: int) -> str:
@@ -406,6 +471,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--scale-n", type=int, help="scale: deltas per session (100; quick 20)")
     parser.add_argument("--scale-rate", type=float, help="scale: deltas/s per session (20)")
     parser.add_argument("--no-official", action="store_true", help="leave the official SDK out")
+    parser.add_argument(
+        "--only", help="comma-separated sections: throughput,latency,connect,scale (all)"
+    )
     parser.add_argument("--json", help="also write every measurement to this file")
     parser.add_argument("--log", help="drivers' and engine's stderr go here (default: discarded)")
     args = parser.parse_args(argv)

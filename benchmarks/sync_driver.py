@@ -330,6 +330,7 @@ def scale(sessions: int, n: int, rate: float, workers: int = 8) -> Dict[str, Any
     connect_s = time.monotonic() - start
     idle = _status()
     stream_start = time.monotonic()
+    cpu_start = time.process_time()
     for session, _ in opened:
         session.send(f"{n} {rate}")
     received = 0
@@ -351,6 +352,7 @@ def scale(sessions: int, n: int, rate: float, workers: int = 8) -> Dict[str, Any
             first_drained = _status()
             peak_threads = first_drained["Threads"]
     stream_s = time.monotonic() - stream_start
+    cpu_s = time.process_time() - cpu_start
     streaming = first_drained or _status()
     end = _status()
     for _session, events in opened:
@@ -372,6 +374,8 @@ def scale(sessions: int, n: int, rate: float, workers: int = 8) -> Dict[str, Any
         "rss_peak_mb": end["VmHWM"] / 1024,
         "connect_s": connect_s,
         "stream_s": stream_s,
+        "cpu_s": cpu_s,
+        "cpu_us_per_event": cpu_s / max(received, 1) * 1e6,
     }
 
 

@@ -302,3 +302,52 @@ def test_a_flood_of_mixed_sizes_arrives_whole_and_in_order(local_engine: LocalEn
                 got.append(event.delta)
         assert [len(d) for d in got] == sizes
         assert all(d == str(i % 10) * len(d) for i, d in enumerate(got))
+
+
+# --- offer_many: offer() in a loop, under one lock -----------------------------------------
+
+
+def _snapshot(q: SubscriberQueue) -> List[Any]:
+    out: List[Any] = []
+    for item in q.drain():
+        if isinstance(item, SessionEvent):
+            out.append(item)
+        else:  # markers: compare what they say
+            out.append(
+                (
+                    type(item).__name__,
+                    getattr(item, "count", None),
+                    dict(getattr(item, "types", {}) or {}),
+                )
+            )
+    return out
+
+
+@pytest.mark.parametrize("maxsize", [0, 1, 3, 10])
+@pytest.mark.parametrize("types", [None, [E.MESSAGE_DELTA], [E.ERROR, E.PONG]])
+@pytest.mark.parametrize("prefill", [0, 2, 5])
+def test_offer_many_is_offer_in_a_loop(maxsize: int, types: Any, prefill: int) -> None:
+    events = [_delta(i) if i % 3 else SessionEvent(E.PONG, "s", None, {"i": i}) for i in range(12)]
+    one, many = SubscriberQueue(maxsize, types), SubscriberQueue(maxsize, types)
+    for q in (one, many):
+        for i in range(prefill):
+            q.offer(_delta(100 + i))
+    dropped = sum(not one.offer(event) for event in events)
+    assert many.offer_many(events) == dropped
+    assert many.overflows == one.overflows
+    assert _snapshot(many) == _snapshot(one)
+
+
+def test_offer_many_after_close_drops_everything_and_wakes_a_waiter() -> None:
+    q = SubscriberQueue(0)
+    got: List[Any] = []
+    thread = threading.Thread(target=lambda: got.append(q.take_blocking()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + scaled(5)
+    while q._sleepers == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert q.offer_many([_delta(1), _delta(2)]) == 0
+    thread.join(scaled(5))
+    assert got == [_delta(1)]
+    q.close()
+    assert q.offer_many([_delta(3)]) == 1

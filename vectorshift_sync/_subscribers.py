@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import queue
 import time
-from typing import Any, Collection, Dict, List, Optional
+from typing import Any, Collection, Dict, List, Optional, Sequence
 
 from ._protocol import OVERFLOW_ERROR
 from .events import SessionEvent, SessionEventType
@@ -127,6 +127,38 @@ class SubscriberQueue(queue.Queue):  # type: ignore[type-arg]
             if self._sleepers:
                 self.not_empty.notify()
             return True
+
+    def offer_many(self, events: Sequence[SessionEvent]) -> int:
+        """:meth:`offer` each event, in order, under one lock and with at most one
+        wake-up; return how many were dropped (all of them once closed)."""
+        if self.types is not None:
+            types = self.types
+            events = [event for event in events if event.type in types]
+        if not events:
+            return 0
+        with self.mutex:
+            if self.closed:
+                return len(events)
+            items = self.queue
+            limit = self.limit
+            dropped = 0
+            if not limit:
+                items.extend(events)
+            else:
+                for event in events:
+                    if len(items) < limit:
+                        items.append(event)
+                        continue
+                    dropped += 1
+                    last = items[-1] if items else None
+                    if isinstance(last, _Overflow):
+                        last.add(event)
+                    else:
+                        items.append(_Overflow(event))
+                        self.overflows += 1
+            if self._sleepers or dropped:
+                self.not_empty.notify()
+            return dropped
 
     def close(self, error: Optional[SessionEvent] = None) -> None:
         """End the stream: queue ``error`` (if any) and the end marker; wake the consumer."""
