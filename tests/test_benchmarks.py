@@ -51,7 +51,8 @@ def test_quick_benchmark_prints_the_table(tmp_path: Path) -> None:
     for row in ("(c) ours listen()", "(d) ours callbacks", "floor", "ours listen()"):
         assert row in out, out
     assert "failed" not in out.lower(), out
-    assert re.search(r"events: [\d,]+ of [\d,]+, lost 0;", out), out
+    assert re.search(r"events: [\d,]+ of [\d,]+, lost 0$", out, re.M), out
+    assert "Targets (issue 6)" in out, out
     assert re.search(r"callbacks / listen: \d+\.\d\dx", out), out
     if _official_available():
         assert "(b) official SDK listen()" in out, out
