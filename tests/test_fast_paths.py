@@ -351,3 +351,27 @@ def test_offer_many_after_close_drops_everything_and_wakes_a_waiter() -> None:
     assert got == [_delta(1)]
     q.close()
     assert q.offer_many([_delta(3)]) == 1
+
+
+def test_take_many_returns_what_take_would_in_order_and_stops_before_the_end() -> None:
+    from vectorshift_sync._subscribers import Ended
+
+    q = SubscriberQueue(3)
+    for i in range(6):  # 3 kept, then one overflow marker counting 3 drops
+        q.offer(_delta(i))
+    batch = q.take_many(time.monotonic() + 1)
+    assert batch[:3] == [_delta(0), _delta(1), _delta(2)]
+    assert len(batch) == 4 and batch[3].type is E.ERROR
+    assert batch[3].data["dropped_count"] == 3
+    q.offer(_delta(7))
+    lost = SessionEvent(E.ERROR, "s", None, {"error": "connection lost"})
+    q.close(lost)
+    assert q.take_many(None) == [_delta(7)]  # stops before the end marker
+    with pytest.raises(Ended) as first:
+        q.take_many(None)
+    assert first.value.error is lost  # the end's error, once
+    with pytest.raises(Ended) as again:
+        q.take_many(None)
+    assert again.value.error is None
+    with pytest.raises(queue.Empty):
+        SubscriberQueue(0).take_many(0.0)

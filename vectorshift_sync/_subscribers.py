@@ -194,6 +194,22 @@ class SubscriberQueue(queue.Queue):  # type: ignore[type-arg]
                 continue
             return self._unwrap(item)
 
+    def take_many(self, deadline: Optional[float]) -> List[SessionEvent]:
+        """:meth:`take`, then everything else already queued, in one list (in order).
+
+        Stops before the end marker, so the call after the last events raises
+        :class:`Ended`; overflow markers become their ERROR events as in :meth:`take`.
+        A consumer that keeps the rest in a private buffer pays one lock round trip
+        per batch instead of per event.
+        """
+        events = [self.take(deadline)]
+        with self.mutex:
+            items = self.queue
+            while items and not isinstance(items[0], _End):
+                item = items.popleft()
+                events.append(item if type(item) is SessionEvent else self._unwrap(item))
+        return events
+
     def take_blocking(self) -> SessionEvent:
         """Block without a deadline; for the library's own background threads only."""
         return self._unwrap(self._pop(None))
