@@ -462,7 +462,7 @@ def _f(value: Optional[float], digits: int) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
-    parser.add_argument("--reps", type=int, help="interleaved repetitions (5; quick 1)")
+    parser.add_argument("--reps", type=int, help="interleaved repetitions (7; quick 1)")
     parser.add_argument("--n", type=int, help="deltas per throughput run (20,000; quick 3,000)")
     parser.add_argument("--latency-n", type=int, help="deltas per latency run (4,000; quick 400)")
     parser.add_argument("--rate", type=float, default=2000.0, help="latency pace, events/s")
@@ -479,7 +479,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     quick = args.quick
     defaults = {
-        "reps": 1 if quick else 5,
+        "reps": 1 if quick else 7,
         "n": 3000 if quick else 20000,
         "latency_n": 400 if quick else 4000,
         "connects": 5 if quick else 20,
