@@ -160,8 +160,8 @@ def test_fuzz_loads_objects(value: Any, tail: str) -> None:
 
 def test_fast_objects_are_in_use() -> None:
     assert _protocol._FAST_OBJECTS, (
-        "SessionEvent or Parsed changed shape, so _protocol._only fell back to the "
-        "constructors (correct, but 0.6 us slower per event): update _only"
+        "SessionEvent changed shape, so _protocol._only fell back to the "
+        "constructor (correct, but 0.3 us slower per event): update _only"
     )
 
 
