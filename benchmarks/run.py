@@ -464,7 +464,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     parser.add_argument("--reps", type=int, help="interleaved repetitions (7; quick 1)")
     parser.add_argument("--n", type=int, help="deltas per throughput run (20,000; quick 3,000)")
-    parser.add_argument("--latency-n", type=int, help="deltas per latency run (4,000; quick 400)")
+    parser.add_argument("--latency-n", type=int, help="deltas per latency run (6,000; quick 400)")
     parser.add_argument("--rate", type=float, default=2000.0, help="latency pace, events/s")
     parser.add_argument("--connects", type=int, help="connects per repetition (20; quick 5)")
     parser.add_argument("--sessions", type=int, help="scale: sessions (1,000; quick 50)")
@@ -481,7 +481,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     defaults = {
         "reps": 1 if quick else 7,
         "n": 3000 if quick else 20000,
-        "latency_n": 400 if quick else 4000,
+        "latency_n": 400 if quick else 6000,
         "connects": 5 if quick else 20,
         "sessions": 50 if quick else 1000,
         "scale_n": 20 if quick else 100,

@@ -49,12 +49,14 @@ class _Overflow:
     def __init__(self, event: SessionEvent) -> None:
         self.session_id = event.session_id
         self.count = 0
-        self.types: Dict[str, int] = {}
+        self.types: Dict[SessionEventType, int] = {}
         self.add(event)
 
     def add(self, event: SessionEvent) -> None:
+        # Keyed by the member, not its .value (an enum property: the slow part of a
+        # drop, and every event of a callbacks-only session overflows the backlog).
         self.count += 1
-        key = event.type.value
+        key = event.type
         self.types[key] = self.types.get(key, 0) + 1
 
     def to_event(self) -> SessionEvent:
@@ -64,8 +66,8 @@ class _Overflow:
             data={
                 "error": OVERFLOW_ERROR,
                 "dropped_count": self.count,
-                "dropped_event_types": dict(self.types),
-                "dropped_event_type": next(iter(self.types)),
+                "dropped_event_types": {kind.value: n for kind, n in self.types.items()},
+                "dropped_event_type": next(iter(self.types)).value,
             },
         )
 
