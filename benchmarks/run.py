@@ -187,6 +187,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "official": None if python is None else str(python),
         "official_missing": why_not,
     }
+    if hasattr(os, "getloadavg"):  # other jobs on the machine skew the figures: say so
+        results["load"] = [os.getloadavg()[0], None]
     engine, info = start_engine(logs)
     env = _clean_env({**info["env"], "VS_BENCH_AGENTS": json.dumps(info["agents"])})
     drivers: Dict[str, Driver] = {}
@@ -233,6 +235,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         for driver in drivers.values():
             driver.close()
         drivers.clear()
+        if "load" in results:  # before the scale test's thousand threads count as load
+            results["load"][1] = os.getloadavg()[0]
         if only is not None and "scale" not in only:
             return results
         print(f"scale: {args.sessions} sessions", file=sys.stderr, flush=True)
@@ -307,7 +311,11 @@ def table(results: Dict[str, Any], args: argparse.Namespace) -> str:
     out: List[str] = []
     add = out.append
     add(f"vectorshift_sync benchmark, {now}{' (--quick)' if args.quick else ''}")
-    add(f"machine: {machine()}; nproc {os.cpu_count()}")
+    load = results.get("load")
+    add(
+        f"machine: {machine()}; nproc {os.cpu_count()}"
+        + (f"; load average {load[0]:.2f} at start, {load[1]:.2f} before scale" if load else "")
+    )
     add(f"ours: {versions()}")
     if results["official"]:
         add(f"official: vectorshift {OFFICIAL_VERSION} (aiohttp) in {results['official']}")
