@@ -124,6 +124,14 @@ def official_python(build: bool) -> Tuple[Optional[Path], str]:
         return None, f"cannot build {venv}: {exc}"
 
 
+def _shown(path: Path) -> str:
+    """A path relative to the repository when it is inside it (tables get pasted)."""
+    try:
+        return str(Path(os.path.abspath(path)).relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def _sdk_version(python: Path) -> Optional[str]:
     if not python.exists():
         return None
@@ -184,7 +192,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "throughput": {},
         "latency": {},
         "connect": {},
-        "official": None if python is None else str(python),
+        "date": _now(),
+        "official": None if python is None else _shown(python),
         "official_missing": why_not,
     }
     if hasattr(os, "getloadavg"):  # other jobs on the machine skew the figures: say so
@@ -320,7 +329,7 @@ def versions() -> str:
 
 
 def table(results: Dict[str, Any], args: argparse.Namespace) -> str:
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = results.get("date") or _now()
     out: List[str] = []
     add = out.append
     add(f"vectorshift_sync benchmark, {now}{' (--quick)' if args.quick else ''}")
@@ -349,6 +358,10 @@ def table(results: Dict[str, Any], args: argparse.Namespace) -> str:
         add("Targets (issue 6), as measured in this run:")
         out.extend(f"  {line}" for line in targets)
     return "\n".join(out)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _verdict(ok: Optional[bool]) -> str:
