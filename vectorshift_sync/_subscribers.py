@@ -196,20 +196,27 @@ class SubscriberQueue(queue.Queue):  # type: ignore[type-arg]
                 continue
             return self._unwrap(item)
 
-    def take_many(self, deadline: Optional[float]) -> List[SessionEvent]:
-        """:meth:`take`, then everything else already queued, in one list (in order).
+    def take_many(
+        self, deadline: Optional[float], most: Optional[int] = None, *, sliced: bool = True
+    ) -> List[SessionEvent]:
+        """:meth:`take`, then what else is already queued (at most ``most`` events in
+        all), in one list, in order.
 
         Stops before the end marker, so the call after the last events raises
         :class:`Ended`; overflow markers become their ERROR events as in :meth:`take`.
         A consumer that keeps the rest in a private buffer pays one lock round trip
-        per batch instead of per event.
+        per batch instead of per event. ``sliced=False`` (the library's background
+        threads only) waits without waking every slice.
         """
-        events = [self.take(deadline)]
+        first = self.take(deadline) if sliced else self._unwrap(self._pop(None))
+        events = [first]
+        room = -1 if most is None else most - 1
         with self.mutex:
             items = self.queue
-            while items and not isinstance(items[0], _End):
+            while room and items and not isinstance(items[0], _End):
                 item = items.popleft()
                 events.append(item if type(item) is SessionEvent else self._unwrap(item))
+                room -= 1
         return events
 
     def take_blocking(self) -> SessionEvent:

@@ -30,12 +30,14 @@ import queue
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import closing
 from types import TracebackType
 from typing import (
     Any,
     Callable,
+    Deque,
     FrozenSet,
     Generator,
     Iterator,
@@ -769,8 +771,8 @@ class Session:
                 now = time.monotonic()
                 if messages is not None:
                     last_data = now
-                    for raw in messages:
-                        self._on_message(raw)
+                    if messages:
+                        self._on_messages(messages)
                 if now >= next_ping:
                     next_ping = now + self._ping_interval
                     self._heartbeat(transport)
@@ -795,67 +797,85 @@ class Session:
         except SessionDisconnectedError:
             pass  # the read side notices the end and reports it
 
-    def _on_message(self, raw: bytes) -> None:
-        try:
-            parsed = proto.parse_frame(raw, self._session_id or "")
-        except proto.UnknownFrameError as exc:
-            if exc.kind not in self._unknown_kinds and len(self._unknown_kinds) < 64:
-                self._unknown_kinds.add(exc.kind)
-                logger.info("ignoring frames of unknown type %r", exc.kind)
+    def _on_messages(self, raws: List[bytes]) -> None:
+        """Parse one read's worth of frames, then route them under one lock hold."""
+        parsed: List[proto.Parsed] = []
+        for raw in raws:
+            try:
+                parsed.append(proto.parse_frame(raw, self._session_id or ""))
+            except proto.UnknownFrameError as exc:
+                if exc.kind not in self._unknown_kinds and len(self._unknown_kinds) < 64:
+                    self._unknown_kinds.add(exc.kind)
+                    logger.info("ignoring frames of unknown type %r", exc.kind)
+            except proto.FrameError as exc:
+                logger.warning("skipping a malformed frame: %s", exc)
+        if not parsed:
             return
-        except proto.FrameError as exc:
-            logger.warning("skipping a malformed frame: %s", exc)
-            return
-        self._route(parsed)
-
-    def _route(self, parsed: proto.Parsed) -> None:
-        reply, event = parsed.reply, parsed.event
         with self._lock:
-            private = False
-            if reply is not None:
-                # History is never an event. Replies carry no request id, so a reply
-                # to a call that timed out answers the next call, if any.
-                private = reply.request_type == "get_messages"
-                waiter = self._waiter
-                if waiter is not None and waiter.accepts(reply):
-                    self._waiter = None
-                    waiter.replies.put(reply)
-                    # A refusal the waiting call turns into an exception (or a give-up
-                    # event) is not also an ERROR for listeners.
-                    private = private or not reply.ok
-            if event is not None and not private:
-                if (
-                    self._state == _RECONNECTING
-                    and event.type is SessionEventType.SESSION_CONNECTED
-                    and reply is not None
-                    and reply.ok
-                ):
-                    data = dict(event.data)
-                    data.update(reconnected=True, attempts=self._reconnect_attempts)
-                    event = SessionEvent(event.type, event.session_id, event.message_id, data)
-                self._fan_out(event)
+            batch: List[SessionEvent] = []
+            for item in parsed:
+                if item.reply is None:
+                    if item.event is not None:
+                        batch.append(item.event)
+                    continue
+                if batch:  # keep the order: what came before the reply goes first
+                    self._fan_out_many(batch)
+                    batch = []
+                self._route_locked(item)
+            if batch:
+                self._fan_out_many(batch)
 
-    def _fan_out(self, event: SessionEvent) -> None:
+    def _route_locked(self, parsed: proto.Parsed) -> None:
+        # Called with self._lock held.
+        reply, event = parsed.reply, parsed.event
+        private = False
+        if reply is not None:
+            # History is never an event. Replies carry no request id, so a reply
+            # to a call that timed out answers the next call, if any.
+            private = reply.request_type == "get_messages"
+            waiter = self._waiter
+            if waiter is not None and waiter.accepts(reply):
+                self._waiter = None
+                waiter.replies.put(reply)
+                # A refusal the waiting call turns into an exception (or a give-up
+                # event) is not also an ERROR for listeners.
+                private = private or not reply.ok
+        if event is not None and not private:
+            if (
+                self._state == _RECONNECTING
+                and event.type is SessionEventType.SESSION_CONNECTED
+                and reply is not None
+                and reply.ok
+            ):
+                data = dict(event.data)
+                data.update(reconnected=True, attempts=self._reconnect_attempts)
+                event = SessionEvent(event.type, event.session_id, event.message_id, data)
+            self._fan_out_many([event])
+
+    def _fan_out_many(self, events: List[SessionEvent]) -> None:
         # Called with self._lock held; offers never block and run no user code.
-        message_id = event.message_id
-        if message_id is not None and event.type is not SessionEventType.MESSAGE_DELTA:
-            # Deltas carry the id of a message that is not complete yet: only whole
-            # messages mark how far into the history this client has come.
-            self._last_seen = message_id
-            self._history_known = True
-            if event.type is SessionEventType.MESSAGE_COMPLETE:
-                self._delivered.add(message_id)
+        for event in events:
+            message_id = event.message_id
+            if message_id is not None and event.type is not SessionEventType.MESSAGE_DELTA:
+                # Deltas carry the id of a message that is not complete yet: only
+                # whole messages mark how far into the history this client has come.
+                self._last_seen = message_id
+                self._history_known = True
+                if event.type is SessionEventType.MESSAGE_COMPLETE:
+                    self._delivered.add(message_id)
         if self._dispatch_queue is not None:
-            self._dispatch_queue.offer(event)
+            self._dispatch_queue.offer_many(events)
         listeners = self._listeners
         if listeners:
             for subscriber in listeners:
                 if subscriber.abandoned:
                     self._listeners = tuple(q for q in self._listeners if not q.abandoned)
-                elif not subscriber.offer(event):
-                    logger.debug("listener queue full; dropped a %s event", event.type.value)
-        elif event.type is not SessionEventType.PONG:
-            self._backlog.offer(event)
+                elif subscriber.offer_many(events):
+                    logger.debug("a listener queue is full; events were dropped")
+        else:
+            kept = [e for e in events if e.type is not SessionEventType.PONG]
+            if kept:
+                self._backlog.offer_many(kept)
 
     def _reader_exited(self, transport: Transport, ending: Optional[TransportClosed]) -> None:
         reason = ending.reason if ending is not None else "the reader stopped"
@@ -1030,9 +1050,10 @@ class Session:
             return
         events = missed_replies(history, delivered, last_seen, self._session_id or "")
         with self._lock:
-            for event in events:
-                if event.message_id is None or event.message_id not in self._delivered:
-                    self._fan_out(event)
+            delivered = self._delivered
+            fresh = [e for e in events if e.message_id is None or e.message_id not in delivered]
+            if fresh:
+                self._fan_out_many(fresh)
         if events:
             logger.info("recovered %d missed event(s) from history", len(events))
 
@@ -1063,12 +1084,13 @@ class Session:
     def _dispatch_loop(self, events: SubscriberQueue) -> None:
         while True:
             try:
-                event = events.take_blocking()
+                batch = events.take_many(None, 256, sliced=False)
             except Ended as end:
                 if end.error is not None:
                     self._run_callbacks(end.error)
                 return
-            self._run_callbacks(event)
+            for event in batch:
+                self._run_callbacks(event)
 
     def _run_callbacks(self, event: SessionEvent) -> None:
         for types, callback in self._callbacks:
@@ -1250,6 +1272,10 @@ class _Listener(Iterator[SessionEvent]):
         self._queue = queue_
         self._timeout = timeout
         self._done = False
+        # Events taken from the queue in one lock round trip, handed out one by one.
+        # Capped so a bounded listener never holds much more than its maxsize.
+        self._buffer: Deque[SessionEvent] = deque()
+        self._batch = min(queue_.limit, 256) if queue_.limit else 256
 
     def __iter__(self) -> _Listener:
         return self
@@ -1257,9 +1283,14 @@ class _Listener(Iterator[SessionEvent]):
     def __next__(self) -> SessionEvent:
         if self._done:
             raise StopIteration
+        if self._buffer:
+            return self._buffer.popleft()
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         try:
-            return self._queue.take(deadline)
+            events = self._queue.take_many(deadline, self._batch)
+            if len(events) > 1:
+                self._buffer.extend(events[1:])
+            return events[0]
         except Ended as end:
             if end.error is not None:
                 return end.error
