@@ -344,8 +344,8 @@ def scale(sessions: int, n: int, rate: float, workers: int = 8) -> Dict[str, Any
                 got += 1
             elif event.is_turn_end:
                 break
-            elif event.type is SessionEventType.ERROR:
-                break
+            elif event.type is SessionEventType.ERROR and not event.data.get("reconnecting"):
+                break  # the session gave up; a reconnect is counted through
         received += got
         lost_sessions += got != n
         if first_drained is None:  # every session has been streaming for the whole turn
