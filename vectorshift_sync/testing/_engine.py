@@ -40,7 +40,7 @@ _JOIN_TIMEOUT = 5.0
 _SHUTDOWN_GRACE = 0.5
 
 
-def _json_response(status: int, body: Any) -> Any:
+def _json_response(status: int, body: Any, **extra_headers: str) -> Any:
     """A JSON HTTP response for websockets' ``process_request`` hook."""
     payload = json.dumps(body).encode()
     try:
@@ -53,9 +53,16 @@ def _json_response(status: int, body: Any) -> Any:
             ("Connection", "close"),
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(payload))),
+            *extra_headers.items(),
         ]
     )
     return Response(status, phrase, headers, payload)
+
+
+def _method_not_allowed(method: str) -> bytes:
+    """The raw 405 the engine's sockets write for a request that is not a ``GET``."""
+    response = _json_response(405, {"error": f"method not allowed: {method}"}, Allow="GET")
+    return bytes(response.serialize())
 
 
 def _check_turn(turn: Turn) -> Turn:
@@ -293,7 +300,9 @@ class LocalEngine:
     def _serve(self, port: int) -> None:
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         raw = socket.create_server((self._host, port), family=family)
-        listener = ListeningSocket(raw, lambda: self.faults.half_open, self._ssl_context)
+        listener = ListeningSocket(
+            raw, lambda: self.faults.half_open, self._ssl_context, _method_not_allowed
+        )
         try:
             server = serve(
                 self._hub.serve_connection,
@@ -341,13 +350,11 @@ class LocalEngine:
         self._server = self._listener = self._thread = None
 
     def _process_request(self, connection: Any, request: Any) -> Any:
-        """websockets' HTTP hook: auth, faults, and the plain ``GET`` endpoints."""
+        """websockets' HTTP hook: auth, faults, and the plain ``GET`` endpoints (other
+        methods never get here: the engine's sockets answer them, see ``_sockets``)."""
         self._hub.track(connection, threading.current_thread())
         target = str(request.path)
         credentials = request.headers.get("Authorization")
-        method = str(getattr(request, "method", "GET"))  # websockets < 14 parses GET only
-        if method != "GET":
-            return _json_response(405, {"error": f"method not allowed: {method}"})
         if is_ws_path(target):
             status = self.faults.reject_handshake
             if status:

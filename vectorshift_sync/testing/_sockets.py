@@ -14,6 +14,13 @@ response — without touching its framing code:
   (and any writer blocked on a full buffer); its ``close()`` then resets the connection.
   No close frame is ever written.
 
+Every :meth:`ClientSocket.recv` passes through here too, which gives the engine one
+version-independent answer to a request that is not a ``GET``: websockets 16+ hands
+it to ``process_request``, but older releases (the newest one on Python 3.9 is 15)
+close such a connection without a response before ``process_request`` runs. So the
+socket looks at the method of the first request itself and, if it is not ``GET``,
+writes the engine's 405 and reports end-of-stream to websockets.
+
 With TLS (``LocalEngine(ssl_context=...)``) the listening socket wraps each accepted
 connection itself, as a :class:`TLSClientSocket` (a :class:`ClientSocket` that is also
 an ``ssl.SSLSocket``), so both faults work the same: muting discards whole plaintext
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import re
 import socket
 import ssl
 import struct
@@ -36,15 +44,29 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientSocket", "TLSClientSocket", "ListeningSocket"]
 
+#: Answers a request whose method (the argument) is not ``GET``: the raw HTTP response.
+RefuseMethod = Callable[[str], bytes]
+
+#: How far into a connection its request method must have ended (HTTP methods are short).
+_METHOD_WINDOW = 16
+_METHOD = re.compile(rb"[A-Za-z]+")
+
 
 class ClientSocket(socket.socket):
     """One accepted connection, with a mute switch and an abort."""
 
-    def __init__(self, sock: socket.socket, half_open: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        half_open: Callable[[], bool],
+        refuse_method: Optional[RefuseMethod] = None,
+    ) -> None:
         super().__init__(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        self._init_faults(half_open)
+        self._init_faults(half_open, refuse_method)
 
-    def _init_faults(self, half_open: Callable[[], bool]) -> None:
+    def _init_faults(
+        self, half_open: Callable[[], bool], refuse_method: Optional[RefuseMethod] = None
+    ) -> None:
         self._half_open = half_open
         self._abort_lock = threading.Lock()
         #: Set once the request turned out to be a WebSocket upgrade (HTTP is never muted).
@@ -52,6 +74,9 @@ class ClientSocket(socket.socket):
         self._wrote = False
         self._swallowed = False
         self._aborted = False
+        self._refuse_method = refuse_method
+        #: The first bytes received, while the request method is not known yet.
+        self._start: Optional[bytes] = b"" if refuse_method is not None else None
 
     @property
     def aborted(self) -> bool:
@@ -75,6 +100,34 @@ class ClientSocket(socket.socket):
             return
         self._wrote = True
         super().sendall(data, flags)
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:  # as ssl.SSLSocket's
+        data = super().recv(buflen, flags)
+        if self._start is not None and data:
+            return self._screen_method(data)
+        return data
+
+    def _screen_method(self, data: bytes) -> bytes:
+        """Pass ``data`` on, unless it completes the method of a request that is not a
+        ``GET``: then write the engine's answer and return end-of-stream instead.
+
+        Never waits for more bytes than the client sent: a method split across reads
+        is decided on the read that completes it (what came before went on already,
+        and websockets sees the stream end mid-request).
+        """
+        assert self._start is not None and self._refuse_method is not None
+        start = self._start + data[:_METHOD_WINDOW]
+        space = start.find(b" ")
+        if space < 0 and len(start) < _METHOD_WINDOW:
+            self._start = start
+            return data
+        self._start = None  # decided: later reads pass straight through
+        method = start[:space] if space > 0 else b""
+        if method == b"GET" or not _METHOD.fullmatch(method):
+            return data  # an upgrade or a fetch; or not HTTP at all: websockets' call
+        with contextlib.suppress(OSError):
+            self.sendall(self._refuse_method(method.decode("ascii")))
+        return b""
 
     def shutdown(self, how: int, /) -> None:
         if self._aborted or self.muted():
@@ -116,10 +169,12 @@ class ListeningSocket(socket.socket):
         sock: socket.socket,
         half_open: Callable[[], bool],
         tls: Optional[ssl.SSLContext] = None,
+        refuse_method: Optional[RefuseMethod] = None,
     ) -> None:
         super().__init__(sock.family, sock.type, sock.proto, fileno=sock.detach())
         self._half_open = half_open
         self._tls = tls
+        self._refuse_method = refuse_method
         self._clients_lock = threading.Lock()
         self._clients: List[ClientSocket] = []
 
@@ -127,7 +182,7 @@ class ListeningSocket(socket.socket):
         sock, address = super().accept()
         client: ClientSocket
         if self._tls is None:
-            client = ClientSocket(sock, self._half_open)
+            client = ClientSocket(sock, self._half_open, self._refuse_method)
         else:
             # No I/O here: the handshake happens in the connection's thread, inside
             # the first read, so a slow or silent client cannot stall the accept loop.
@@ -136,7 +191,7 @@ class ListeningSocket(socket.socket):
                 wrapped.close()
                 raise TypeError("the engine's SSL context was given another sslsocket_class")
             client = wrapped
-            client._init_faults(self._half_open)
+            client._init_faults(self._half_open, self._refuse_method)
         with self._clients_lock:
             self._clients = [c for c in self._clients if c.is_open]
             self._clients.append(client)
