@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
-from typing import Iterator, List
+from typing import Iterator, List, Set
 
 import pytest
 import requests
@@ -317,6 +318,81 @@ def test_stop_with_a_client_stuck_before_its_handshake_is_bounded() -> None:
             pass
         finally:
             stalled.close()
+
+
+class _Reconnecting:
+    """Clients that, like sessions, reconnect the moment their connection ends."""
+
+    def __init__(self, engine: LocalEngine, count: int) -> None:
+        self.url = engine.ws_url + "/ws/session"
+        self.quit = threading.Event()
+        self.lock = threading.Lock()
+        self.open: Set[websocket.WebSocket] = set()
+        self.statuses: List[int] = []
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while not self.quit.is_set():
+            try:
+                ws = websocket.create_connection(
+                    self.url, header=[f"Authorization: Bearer {KEY}"], timeout=scaled(5)
+                )
+            except websocket.WebSocketBadStatusException as exc:
+                with self.lock:
+                    self.statuses.append(exc.status_code)
+                continue
+            except (OSError, websocket.WebSocketException):
+                time.sleep(0.01)  # refused: nothing listens
+                continue
+            with self.lock:
+                self.open.add(ws)
+            try:
+                while True:
+                    ws.recv()  # until the engine ends the connection
+            except (OSError, websocket.WebSocketException):
+                pass
+            finally:
+                with self.lock:
+                    self.open.discard(ws)
+                ws.shutdown()
+
+    def wait_open(self, count: int) -> None:
+        deadline = time.monotonic() + scaled(5)
+        while len(self.open) < count:
+            assert time.monotonic() < deadline, f"only {len(self.open)} connected"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.quit.set()
+        for thread in self.threads:
+            thread.join(scaled(3))
+        assert not [t for t in self.threads if t.is_alive()], "a client is still connected"
+
+
+def test_clients_reconnecting_through_restart_and_stop_never_outlive_them() -> None:
+    # A connection that arrives while the engine stops is refused (503) or closed: none
+    # lingers on the old server, holding up stop() and keeping its client connected.
+    with engine_running(close_timeout=0.2) as engine:
+        clients = _Reconnecting(engine, 4)
+        try:
+            clients.wait_open(4)
+            for _ in range(3):
+                started = time.monotonic()
+                engine.restart()
+                assert time.monotonic() - started < scaled(2)
+                clients.wait_open(4)
+                deadline = time.monotonic() + scaled(2)
+                while len([c for c in engine.connections if not c.closed.is_set()]) != 4:
+                    assert time.monotonic() < deadline, "a client is still on the old server"
+                    time.sleep(0.01)
+            started = time.monotonic()
+            engine.stop()
+            assert time.monotonic() - started < scaled(2)
+        finally:
+            clients.stop()
+        assert set(clients.statuses) <= {503}
 
 
 def test_ignore_leaves_a_request_unanswered(engine: LocalEngine) -> None:

@@ -3,6 +3,12 @@
 One port serves both sides: websockets' threading server performs the WebSocket
 handshake on ``/v1/ws/session`` and, through its ``process_request`` hook, answers the
 plain HTTP ``GET`` endpoints with JSON. No WebSocket framing is written here.
+
+It runs on websockets 14.1 and later and behaves the same on all of them: it never
+relies on what changed in 16 (the newest release on Python 3.9 is 15). Methods other
+than ``GET`` are answered by the engine's sockets, since websockets < 16 never shows them
+to ``process_request``; and ``stop()`` refuses, closes and joins every connection itself,
+since the ``Server.shutdown()`` of websockets < 16 only closes the listening socket.
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from types import TracebackType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type, Union
 
 from websockets.datastructures import Headers
 from websockets.http11 import Response
-from websockets.sync.server import serve
+from websockets.sync.server import ServerConnection, serve
 
 from ._demo import demo_turn
 from ._faults import Faults
@@ -35,8 +42,9 @@ logger = logging.getLogger(__name__)
 
 _DEFAULT_MAX_SIZE = 64 * 2**20
 _JOIN_TIMEOUT = 5.0
-#: How long websockets' shutdown() may take once connections are closed, before every
-#: remaining socket (say, a client that never finished its handshake) is aborted.
+#: How long connection threads may take to end once the engine stopped listening and
+#: closed its WebSocket connections, before every remaining socket (say, a client that
+#: never finished its handshake) is aborted.
 _SHUTDOWN_GRACE = 0.5
 
 
@@ -81,9 +89,10 @@ class LocalEngine:
     ``engine.env`` points any client (ours or the official SDK) at it. Everything it
     received can be read back, and ``engine.faults`` makes it misbehave on purpose.
 
-    ``stop()`` is idempotent and bounded: it cancels running turns, closes connections
-    (close code 1001; at most ``close_timeout`` per unresponsive client before an
-    abort) and joins every thread the engine started.
+    ``stop()`` is idempotent and bounded: it cancels running turns, refuses WebSocket
+    upgrades from then on (503), closes connections (close code 1001; at most
+    ``close_timeout`` per unresponsive client before an abort) and joins every thread
+    the engine and websockets started.
 
     ``ssl_context`` (a server-side ``ssl.SSLContext`` with a certificate loaded) serves
     HTTPS and ``wss://`` instead; every fault control works the same. The engine sets
@@ -303,6 +312,20 @@ class LocalEngine:
         listener = ListeningSocket(
             raw, lambda: self.faults.half_open, self._ssl_context, _method_not_allowed
         )
+        hub = self._hub
+
+        class TrackedConnection(ServerConnection):  # type: ignore[misc]
+            """Known to the hub from the first moment of its connection thread, so that
+            ``stop()`` can end and join it whatever it is doing."""
+
+            def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+                # Before websockets starts this connection's reader, which may read the
+                # request, answer it and close the socket before __init__ returns.
+                hub.track(self, threading.current_thread())
+                if isinstance(sock, ClientSocket):
+                    sock.connection = self  # after track(): see _settle()
+                super().__init__(sock, *args, **kwargs)
+
         try:
             server = serve(
                 self._hub.serve_connection,
@@ -313,6 +336,7 @@ class LocalEngine:
                 close_timeout=self._close_timeout,
                 max_size=self._max_size,
                 logger=logging.getLogger(__name__ + ".websockets"),
+                create_connection=TrackedConnection,
             )
         except BaseException:
             listener.close()
@@ -327,18 +351,23 @@ class LocalEngine:
 
     def _shutdown(self, *, code: int, reason: str, abort: bool) -> None:
         server, listener, thread = self._server, self._listener, self._thread
-        self._hub.halt()
+        self._hub.halt()  # turns cancelled; WebSocket upgrades refused from here on
         self._hub.close_connections(code, reason, abort=abort, timeout=self._close_timeout + 0.5)
+        # Stop listening. websockets >= 16's shutdown() also closes what is still open
+        # and waits for every connection thread (held up by a client stuck before its
+        # handshake); older ones only close the listening socket. So it runs aside,
+        # and the engine ends and joins what is left itself, the same on every version.
         closer = threading.Thread(
             target=server.shutdown, name="vectorshift-engine-shutdown", daemon=True
         )
         closer.start()
-        closer.join(_SHUTDOWN_GRACE)
-        if closer.is_alive() and listener is not None:
-            # A client stuck before the end of its handshake holds up shutdown().
+        if thread is not None:
+            thread.join(_JOIN_TIMEOUT)  # serve_forever() returned: nothing more is accepted
+        if listener is not None and not self._settle(listener, _SHUTDOWN_GRACE):
+            # A client stuck before the end of its handshake (or a fetch not read).
             for client in listener.clients():
                 client.abort()
-            closer.join(_JOIN_TIMEOUT)
+        closer.join(_JOIN_TIMEOUT)
         threads: List[threading.Thread] = [closer]
         if thread is not None:
             thread.join(_JOIN_TIMEOUT)
@@ -349,13 +378,32 @@ class LocalEngine:
             logger.warning("engine threads still alive after stop: %s", [t.name for t in leftover])
         self._server = self._listener = self._thread = None
 
+    def _settle(self, listener: ListeningSocket, timeout: float) -> bool:
+        """Wait up to ``timeout`` for every connection thread to end; whether they did.
+
+        Called once nothing is accepted any more. Each accepted socket has a thread that
+        is about to track itself, unless the socket names its connection already (a
+        socket closed before that never got one: its thread is ending).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            starting = any(c.connection is None for c in listener.clients())
+            for handler in self._hub.handler_threads():
+                handler.join(max(0.0, deadline - time.monotonic()))
+            if not starting and not self._hub.handler_threads():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+
     def _process_request(self, connection: Any, request: Any) -> Any:
         """websockets' HTTP hook: auth, faults, and the plain ``GET`` endpoints (other
         methods never get here: the engine's sockets answer them, see ``_sockets``)."""
-        self._hub.track(connection, threading.current_thread())
         target = str(request.path)
         credentials = request.headers.get("Authorization")
         if is_ws_path(target):
+            if not self._hub.accepting:
+                return _json_response(503, {"error": "the engine is stopping"})
             status = self.faults.reject_handshake
             if status:
                 return _json_response(status, {"error": "handshake refused (fault injection)"})

@@ -22,6 +22,7 @@ import time
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from . import _frames
 from ._faults import Faults
@@ -188,14 +189,19 @@ class Hub:
 
     # -- lifecycle ----------------------------------------------------------------------
 
+    @property
+    def accepting(self) -> bool:
+        """Whether WebSocket upgrades are welcome (not while the engine stops)."""
+        return not self._halted
+
     def resume(self) -> None:
-        """Accept turns again (after ``start()`` or ``restart()``)."""
+        """Accept turns and connections again (after ``start()`` or ``restart()``)."""
         with self._lock:
             self._halted = False
             self._halt = threading.Event()
 
     def halt(self) -> None:
-        """Cancel every running and queued turn; accept no new ones."""
+        """Cancel every running and queued turn; accept no new ones, nor connections."""
         with self._lock:
             self._halted = True
             self._halt.set()
@@ -206,38 +212,64 @@ class Hub:
             run.cancel()
 
     def track(self, websocket: Any, thread: threading.Thread) -> None:
-        """Remember a websockets connection and its handler thread, to join them at stop."""
+        """Remember a websockets connection and its thread, to end and join them at stop.
+
+        Called first thing as the connection is made (``websocket`` not initialised yet).
+        """
         with self._lock:
             self._tracked = [(w, t) for w, t in self._tracked if t.is_alive() or _reading(w)]
             self._tracked.append((websocket, thread))
 
-    def close_connections(self, code: int, reason: str, *, abort: bool, timeout: float) -> None:
-        """Close every live connection (close frame ``code``), or abort them.
+    def handler_threads(self) -> List[threading.Thread]:
+        """The connection threads (websockets' handler threads) still running."""
+        with self._lock:
+            return [t for _, t in self._tracked if t.is_alive()]
 
+    def close_connections(self, code: int, reason: str, *, abort: bool, timeout: float) -> None:
+        """Close every open WebSocket connection (close frame ``code``), or abort them.
+
+        Call after :meth:`halt`. Every connection websockets made counts, including one
+        whose handler has not recorded it yet, and one in the middle of its handshake:
+        if it was let through before the halt, it is closed as soon as it is open.
         Mute connections are always aborted: their close frame would go nowhere. A
         close that is not done after ``timeout`` (a client that never answers, or a
         writer stuck on a full buffer) is finished with an abort.
         """
-        closers: List[Tuple[ConnectionRecord, threading.Thread]] = []
-        for record in self.connections():
-            if record.closed.is_set():
-                continue
-            if abort or record.muted:
-                record.abort()
-                continue
-            thread = threading.Thread(
-                target=_close_quietly,
-                args=(record, code, reason),
-                name="vectorshift-engine-close",
-                daemon=True,
-            )
-            thread.start()
-            closers.append((record, thread))
         deadline = time.monotonic() + timeout
-        for record, thread in closers:
+        closers: List[Tuple[Any, threading.Thread]] = []
+        done: Set[int] = set()
+        while True:
+            with self._lock:
+                tracked = [w for w, _ in self._tracked if id(w) not in done]
+            upgrading = False
+            for websocket in tracked:
+                protocol = getattr(websocket, "protocol", None)  # None: being made
+                state = State.CONNECTING if protocol is None else protocol.state
+                if state is State.CONNECTING:
+                    upgrading = upgrading or _upgrading(websocket)
+                    continue
+                done.add(id(websocket))
+                if state is not State.OPEN:
+                    continue
+                sock = websocket.socket
+                if abort or (isinstance(sock, ClientSocket) and sock.muted()):
+                    sock.abort()
+                    continue
+                thread = threading.Thread(
+                    target=_close_quietly,
+                    args=(websocket, code, reason),
+                    name="vectorshift-engine-close",
+                    daemon=True,
+                )
+                thread.start()
+                closers.append((websocket, thread))
+            if not upgrading or time.monotonic() >= deadline:
+                break
+            time.sleep(0.005)
+        for websocket, thread in closers:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
-                record.abort()
+                websocket.socket.abort()
                 thread.join(timeout)
 
     def join_threads(self, timeout: float) -> List[threading.Thread]:
@@ -645,8 +677,17 @@ def _reading(websocket: Any) -> bool:
     return isinstance(reader, threading.Thread) and reader.is_alive()
 
 
-def _close_quietly(record: ConnectionRecord, code: int, reason: str) -> None:
+def _upgrading(websocket: Any) -> bool:
+    """Whether a connection still in its opening handshake has a request that is being
+    answered, and may be let through (it will be open in a moment)."""
+    if getattr(websocket, "request", None) is None:
+        return False  # its process_request has not run: it will refuse the upgrade
+    response = getattr(websocket, "response", None)
+    return response is None or response.status_code == 101
+
+
+def _close_quietly(websocket: Any, code: int, reason: str) -> None:
     try:
-        record._websocket.close(code, reason)
+        websocket.close(code, reason)
     except Exception:  # closing is best effort; an abort follows if it hangs
-        logger.debug("closing connection #%d failed", record.index, exc_info=True)
+        logger.debug("closing a connection failed", exc_info=True)

@@ -71,6 +71,8 @@ class ClientSocket(socket.socket):
         self._abort_lock = threading.Lock()
         #: Set once the request turned out to be a WebSocket upgrade (HTTP is never muted).
         self.websocket = False
+        #: The websockets connection serving this socket, once its thread has made it.
+        self.connection: Any = None
         self._wrote = False
         self._swallowed = False
         self._aborted = False
@@ -130,8 +132,12 @@ class ClientSocket(socket.socket):
         return b""
 
     def shutdown(self, how: int, /) -> None:
-        if self._aborted or self.muted():
-            return  # half-open: the TCP connection stays up
+        # A mute connection keeps TCP up: no half-close after a (swallowed) close frame.
+        # SHUT_RDWR, though, only ever precedes close() (websockets < 16 uses it to wake
+        # its reader blocked in recv(); 16+ wakes it another way and just closes), so it
+        # goes through like that close() would.
+        if self._aborted or (self.muted() and how != socket.SHUT_RDWR):
+            return
         super().shutdown(how)
 
     def abort(self) -> None:
