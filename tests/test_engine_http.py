@@ -3,6 +3,7 @@ websocket-client connection."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from typing import Iterator
@@ -200,3 +201,18 @@ def test_a_method_split_across_reads_is_still_405(engine: LocalEngine) -> None:
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 405 ")
     assert reply.endswith(b'{"error": "method not allowed: DELETE"}')
+
+
+def test_clients_gone_before_their_handshake_log_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # websockets < 16 logs each of these as an ERROR with a traceback; 16+ does not.
+    caplog.set_level(logging.DEBUG)
+    with engine_running() as engine:
+        socket.create_connection(("127.0.0.1", engine.port), timeout=scaled(5)).close()
+        with socket.create_connection(("127.0.0.1", engine.port), timeout=scaled(5)) as raw:
+            raw.sendall(b"GET /v1/ws/session HTTP/1.1\r\nHost: loc")  # and hangs up
+        requests.post(engine.base_url + "/agents", headers=auth(), timeout=scaled(5))
+        assert get(engine, "/agents").status_code == 200
+    # stop() joined every connection thread: whatever they logged is in
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -19,12 +19,14 @@ import json
 import logging
 import socket
 import ssl
+import sys
 import threading
 import time
 from types import TracebackType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type, Union
 
 from websockets.datastructures import Headers
+from websockets.exceptions import InvalidHandshake
 from websockets.http11 import Response
 from websockets.sync.server import ServerConnection, serve
 
@@ -71,6 +73,24 @@ def _method_not_allowed(method: str) -> bytes:
     """The raw 405 the engine's sockets write for a request that is not a ``GET``."""
     response = _json_response(405, {"error": f"method not allowed: {method}"}, Allow="GET")
     return bytes(response.serialize())
+
+
+class _WebsocketsLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The logger handed to websockets' server.
+
+    websockets < 16 logs "opening handshake failed" at ERROR, with a traceback, for every
+    client that goes away before or during its opening handshake (a port probe, a TLS
+    client that rejected the certificate, one aborted by ``stop()``, a request the
+    socket answered with 405); 16+ does not log those at all. Here they are DEBUG on
+    every version. An exception of the engine's own (``process_request`` raising) stays
+    an ERROR.
+    """
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if level >= logging.ERROR and msg == "opening handshake failed":
+            if isinstance(sys.exc_info()[1], (InvalidHandshake, EOFError, OSError)):
+                level = logging.DEBUG
+        super().log(level, msg, *args, **kwargs)
 
 
 def _check_turn(turn: Turn) -> Turn:
@@ -335,7 +355,7 @@ class LocalEngine:
                 ping_interval=None,
                 close_timeout=self._close_timeout,
                 max_size=self._max_size,
-                logger=logging.getLogger(__name__ + ".websockets"),
+                logger=_WebsocketsLogger(logging.getLogger(__name__ + ".websockets"), {}),
                 create_connection=TrackedConnection,
             )
         except BaseException:
