@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from typing import Any, Dict, Iterator, List
 
 import pytest
@@ -530,7 +531,10 @@ def test_turns_of_one_session_run_one_at_a_time(engine: LocalEngine, client: Raw
     frames += client.recv_until(is_type("post_message"))  # both acks arrive while "one" runs
     client.send({"type": "ping_session", "session_id": sid})
     frames += client.recv_until(is_type("pong"))
-    assert order == ["start one"]
+    deadline = time.monotonic() + scaled(5)
+    while not order and time.monotonic() < deadline:  # the session's worker is starting
+        time.sleep(0.01)
+    assert order == ["start one"]  # "two" waits for "one", which waits for release
     release.set()
     frames += client.turn() + client.turn()
     assert order == ["start one", "end one", "start two", "end two"]
