@@ -305,12 +305,13 @@ def test_slow_consumer_under_a_flood_gets_an_overflow_error_not_a_hang(
                 break
             listener._timeout = 0.3  # once drained, stop waiting
         overflow = [e for e in seen if e.error == "subscriber queue overflow"]
-        # one error, right behind what fitted: the 16 queued, plus what the first
-        # next() took into the listener's hands (a batch of at most maxsize)
-        assert len(overflow) == 1 and 16 <= seen.index(overflow[0]) <= 33
+        # The loss is announced right behind what fitted (16 queued, plus at most one
+        # batch already in the consumer's hands); if the flood overtakes the first
+        # next(), a second episode may follow. Every delta is delivered or counted.
+        assert overflow and 16 <= seen.index(overflow[0]) <= 33
         delivered = sum(1 for e in seen if e.type == E.MESSAGE_DELTA)
-        assert delivered == seen.index(overflow[0])
-        assert delivered + overflow[0].data["dropped_event_types"]["message_delta"] == 5000
+        dropped = sum(e.data["dropped_event_types"]["message_delta"] for e in overflow)
+        assert delivered + dropped == 5000
 
 
 def test_disconnect_racing_the_reader(engine: LocalEngine) -> None:

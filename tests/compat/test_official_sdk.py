@@ -239,9 +239,17 @@ def test_session_frames_are_exactly_what_the_official_sdk_sends(run: Run) -> Non
         "resume_terminated_attempts"
     ]
     frames = run.frames(sid)
-    assert [f["type"] for f in frames] == [f["type"] for f in expected]
-    for actual, wanted in zip(frames, expected):
+    # The SDK's terminate() does not wait for the engine, so the first resume attempt
+    # (a new connection, its own engine thread) may be recorded before the old
+    # connection's terminate_session: from there on, compare without the order.
+    head = expected.index(simple("terminate_session"))
+    assert [f["type"] for f in frames[:head]] == [f["type"] for f in expected[:head]]
+    for actual, wanted in zip(frames[:head], expected[:head]):
         assert_frame(actual, wanted)
+    def key(frame: Dict[str, Any]) -> str:
+        return json.dumps(frame, sort_keys=True)
+
+    assert sorted(map(key, frames[head:])) == sorted(map(key, expected[head:]))
 
 
 def test_a_new_session_is_connected_and_acked(run: Run) -> None:
