@@ -38,7 +38,8 @@ def _replies_lost(engine: LocalEngine, session: Session, got: List[str]) -> int:
     done = [
         m["content"].get("value")
         for m in history
-        if "object_id" in m.get("sender", {}) and m["content"].get("status") == "Complete"
+        if "object_id" in m.get("sender", {})
+        and m["content"].get("status") == "Complete"
         and m["content"].get("type") == "data_type_message"
     ]
     return sum(1 for text in done if text not in got) + max(0, len(done) - len(got))
@@ -64,8 +65,12 @@ def drop_mid_stream(engine: LocalEngine, agent: str) -> Row:
     with Session(owner_type="agent", owner_id=agent) as session:
         engine.faults.drop_after_frames = 6
         took, got, notes = _turn(session, engine, "story")
-        return ("drop mid-stream (no close frame)", notes, took,
-                str(_replies_lost(engine, session, got)))
+        return (
+            "drop mid-stream (no close frame)",
+            notes,
+            took,
+            str(_replies_lost(engine, session, got)),
+        )
 
 
 def reply_completes_while_away(engine: LocalEngine, agent: str) -> Row:
@@ -84,8 +89,12 @@ def reply_completes_while_away(engine: LocalEngine, agent: str) -> Row:
         holder.append(session)
         engine.faults.drop_after_frames = 4
         took, got, notes = _turn(session, engine, "story while away")
-        return ("drop; reply completes while away", notes, took,
-                str(_replies_lost(engine, session, got)))
+        return (
+            "drop; reply completes while away",
+            notes,
+            took,
+            str(_replies_lost(engine, session, got)),
+        )
 
 
 def restart(engine: LocalEngine, agent: str) -> Row:
@@ -97,8 +106,12 @@ def restart(engine: LocalEngine, agent: str) -> Row:
         back.wait(30)
         took = time.monotonic() - started
         _, got, _ = _turn(session, engine, "after restart")
-        return ("server restart, same port", "reconnected; next turn fine", took,
-                str(_replies_lost(engine, session, got)))
+        return (
+            "server restart, same port",
+            "reconnected; next turn fine",
+            took,
+            str(_replies_lost(engine, session, got)),
+        )
 
 
 def half_open(engine: LocalEngine, agent: str) -> Row:
@@ -113,8 +126,12 @@ def half_open(engine: LocalEngine, agent: str) -> Row:
     engine.drop_connections()
     took, got, _ = _turn(session, engine, "after half-open")
     session.disconnect()
-    return ("half-open (server mute)", f"noticed in {noticed:.1f}s, reconnected",
-            noticed + took, str(_replies_lost(engine, session, got)))
+    return (
+        "half-open (server mute)",
+        f"noticed in {noticed:.1f}s, reconnected",
+        noticed + took,
+        str(_replies_lost(engine, session, got)),
+    )
 
 
 def gives_up(engine: LocalEngine, agent: str, label: str, fault: Callable[[], None]) -> Row:
@@ -154,8 +171,12 @@ def failed_ack(engine: LocalEngine, agent: str) -> Row:
             session.ask("refused", timeout=10)
         except SessionError as exc:
             engine.faults.refuse_acks = set()
-            return ("failed post_message ack", f"SessionError: {exc}"[:60],
-                    time.monotonic() - started, "0")
+            return (
+                "failed post_message ack",
+                f"SessionError: {exc}"[:60],
+                time.monotonic() - started,
+                "0",
+            )
     raise AssertionError("a refused post went through")
 
 
@@ -164,8 +185,12 @@ def junk_frames(engine: LocalEngine, agent: str) -> Row:
         for junk in ("{", "[1, 2]", '{"type": "future"}', "null"):
             engine.send_raw(junk, session_id=session.session_id)
         took, got, _ = _turn(session, engine, "still fine?")
-        return ("non-JSON and unknown frames", "skipped; turn completes", took,
-                str(_replies_lost(engine, session, got)))
+        return (
+            "non-JSON and unknown frames",
+            "skipped; turn completes",
+            took,
+            str(_replies_lost(engine, session, got)),
+        )
 
 
 def huge_frame(engine: LocalEngine) -> Row:
@@ -174,8 +199,12 @@ def huge_frame(engine: LocalEngine) -> Row:
     with Session(owner_type="agent", owner_id=agent) as session:
         started = time.monotonic()
         text = session.ask("big", timeout=60).text
-        return ("10 MB frame", "delivered" if text == big else "WRONG", time.monotonic() - started,
-                "0" if text == big else "1")
+        return (
+            "10 MB frame",
+            "delivered" if text == big else "WRONG",
+            time.monotonic() - started,
+            "0" if text == big else "1",
+        )
 
 
 def slow_consumer(engine: LocalEngine) -> Row:
@@ -196,8 +225,12 @@ def slow_consumer(engine: LocalEngine) -> Row:
             pass
         errors = [e for e in seen if e.error == "subscriber queue overflow"]
         dropped = sum(e.data["dropped_count"] for e in errors)
-        return ("slow consumer, 20,000-delta flood, maxsize=64",
-                f"overflow ERROR delivered ({dropped} deltas counted as dropped)", took, "0")
+        return (
+            "slow consumer, 20,000-delta flood, maxsize=64",
+            f"overflow ERROR delivered ({dropped} deltas counted as dropped)",
+            took,
+            "0",
+        )
 
 
 def disconnect_race(engine: LocalEngine) -> Row:
