@@ -92,12 +92,12 @@ _CLIENT = textwrap.dedent(
     # disconnect its own session.
     s = session().connect()
     ended = threading.Event()
+    listener = s.listen()  # subscribed here, before the thread runs: nothing to wait for
     def consume():
-        for _ in s.listen():
+        for _ in listener:
             pass
         ended.set()
     threading.Thread(target=consume).start()
-    time.sleep(0.1)
     started = time.monotonic()
     s.disconnect()
     out["listen_ended"] = ended.wait(5) and time.monotonic() - started < 2
