@@ -117,12 +117,7 @@ class SubscriberQueue(queue.Queue):  # type: ignore[type-arg]
                 return False
             items = self.queue
             if not force and self.limit and len(items) >= self.limit:
-                last = items[-1] if items else None
-                if isinstance(last, _Overflow):
-                    last.add(event)
-                else:
-                    items.append(_Overflow(event))
-                    self.overflows += 1
+                if self._drop_locked(event):
                     self.not_empty.notify()
                 return False
             items.append(event)
@@ -152,15 +147,22 @@ class SubscriberQueue(queue.Queue):  # type: ignore[type-arg]
                         items.append(event)
                         continue
                     dropped += 1
-                    last = items[-1] if items else None
-                    if isinstance(last, _Overflow):
-                        last.add(event)
-                    else:
-                        items.append(_Overflow(event))
-                        self.overflows += 1
+                    self._drop_locked(event)
             if self._sleepers or dropped:
                 self.not_empty.notify()
             return dropped
+
+    def _drop_locked(self, event: SessionEvent) -> bool:
+        """Count a dropped event into the trailing overflow marker, adding one if the
+        consumer has caught up since the last loss; True when a marker was added."""
+        items = self.queue
+        last = items[-1] if items else None
+        if isinstance(last, _Overflow):
+            last.add(event)
+            return False
+        items.append(_Overflow(event))
+        self.overflows += 1
+        return True
 
     def close(self, error: Optional[SessionEvent] = None) -> None:
         """End the stream: queue ``error`` (if any) and the end marker; wake the consumer."""
