@@ -221,6 +221,33 @@ class SubscriberQueue(queue.Queue):  # type: ignore[type-arg]
                 room -= 1
         return events
 
+    def wait(self, deadline: Optional[float], *, sliced: bool = True) -> None:
+        """Block until something is queued (an event or the end marker), taking
+        nothing; raise ``queue.Empty`` when ``deadline`` passes. ``sliced`` as in
+        :meth:`take_many`."""
+        with self.mutex:
+            items = self.queue
+            if items:
+                return
+            self._sleepers += 1
+            try:
+                while not items:
+                    if deadline is None:
+                        self.not_empty.wait(SLICE if sliced else None)
+                        continue
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise queue.Empty
+                    self.not_empty.wait(min(SLICE, remaining) if sliced else remaining)
+            finally:
+                self._sleepers -= 1
+
+    def take_now(self, most: Optional[int] = None) -> List[SessionEvent]:
+        """:meth:`take_many` without waiting: ``[]`` when nothing is queued."""
+        if not self.queue:  # a racy peek is fine: only this consumer takes items
+            return []
+        return self.take_many(None, most)
+
     def take_blocking(self) -> SessionEvent:
         """Block without a deadline; for the library's own background threads only."""
         return self._unwrap(self._pop(None))

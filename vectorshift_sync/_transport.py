@@ -83,11 +83,17 @@ class Transport:
             os.name == "posix" and type(sock) is socket.socket and sock.gettimeout() is not None
         )
         self._more = False  # the last read filled the buffer: more is probably waiting
+        self._end: Optional[TransportClosed] = None  # what read() reported as the end
 
     @property
     def closed(self) -> bool:
         """True once the connection has ended or :meth:`abort` was called."""
-        return self._aborted or self._broken or self._protocol.state is State.CLOSED
+        return (
+            self._aborted
+            or self._broken
+            or self._end is not None
+            or self._protocol.state is State.CLOSED
+        )
 
     # --- sending (any thread) ---------------------------------------------------
 
@@ -137,35 +143,84 @@ class Transport:
         list (possibly empty) when bytes did. Raises :class:`TransportClosed` when the
         connection is over.
         """
+        if not self.wait_readable(timeout):
+            return None
+        return self.read()
+
+    def wait_readable(self, timeout: float, poller: Optional[Any] = None) -> bool:
+        """Wait up to ``timeout`` s until :meth:`read` has something (or the end) to
+        report. ``poller`` is the calling thread's own ``select.poll`` object when it
+        is not the reader's (a poll object serves one thread at a time).
+
+        Safe from any thread; it reads nothing, so two threads may wait at once.
+        """
+        if self._more:  # the last read filled the buffer: a flood, read on at once
+            return True
+        sock = self._sock
+        if not self._raw_read and isinstance(sock, ssl.SSLSocket):
+            try:
+                if sock.pending() > 0:  # decrypted bytes wait in the TLS layer
+                    return True
+            except (OSError, ValueError):
+                return True  # let read() report the end
+        poller = poller if poller is not None else self._poller
+        try:
+            if poller is not None:
+                return bool(poller.poll(max(timeout, 0.0) * 1000.0))
+            readable, _, _ = select.select([sock], [], [], max(timeout, 0.0))
+        except (OSError, ValueError):
+            return True  # the socket is gone: read() says how
+        return bool(readable)
+
+    @property
+    def pollable(self) -> bool:
+        """True where other threads can wait on the socket too (``poll()`` exists)."""
+        return self._poller is not None
+
+    def new_poller(self) -> Any:
+        """A ``select.poll`` object watching this socket, for a thread other than the
+        reader (only where :attr:`pollable`)."""
+        poller = select.poll()
+        poller.register(self._sock.fileno(), select.POLLIN)
+        return poller
+
+    def read(self) -> Optional[List[bytes]]:
+        """Read what the socket has, without waiting; return the complete messages.
+
+        ``None`` means nothing was there after all. Only one thread at a time may
+        call it (the session decides which). Raises :class:`TransportClosed` when
+        the connection is over, and again (the same one) on every later call.
+        """
+        if self._end is not None:
+            raise self._end
+        try:
+            return self._read()
+        except TransportClosed as end:
+            self._end = end
+            raise
+
+    def _read(self) -> Optional[List[bytes]]:
         sock = self._sock
         try:
             if self._raw_read:
-                data: Optional[bytes] = None
-                if self._more:  # a flood: read on without waiting
-                    try:
-                        data = os.read(sock.fileno(), _READ_SIZE)
-                    except BlockingIOError:
-                        data = None
-                if data is None:
-                    if not self._wait(timeout):
-                        return None
-                    try:
-                        data = os.read(sock.fileno(), _READ_SIZE)
-                    except BlockingIOError:
-                        return None  # woken, yet nothing to read
+                try:
+                    data = os.read(sock.fileno(), _READ_SIZE)
+                except BlockingIOError:
+                    self._more = False
+                    return None  # woken, yet nothing to read
             else:
-                pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
-                if not pending and not self._wait(timeout):
-                    return None
                 data = sock.recv(_READ_SIZE)
             self._more = len(data) == _READ_SIZE
         except (OSError, ValueError) as exc:
+            self._more = False
             if self._aborted:
                 raise TransportClosed("connection closed locally", clean=True) from None
             if isinstance(exc, ConnectionResetError):
                 raise TransportClosed(
                     "server dropped the connection without a close frame (reset)"
                 ) from None
+            if isinstance(exc, (socket.timeout, ssl.SSLWantReadError)):
+                return None  # a partial TLS record that did not complete in time
             raise TransportClosed(f"reading from the WebSocket failed: {exc}") from None
         with self._proto_lock:
             if data:
@@ -187,13 +242,6 @@ class Transport:
                 return messages  # deliver what came before the end; next call raises
             raise self._closed_reason(data)
         return messages
-
-    def _wait(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` s for the socket to be readable (or closed)."""
-        if self._poller is not None:
-            return bool(self._poller.poll(max(timeout, 0.0) * 1000.0))
-        readable, _, _ = select.select([self._sock], [], [], max(timeout, 0.0))
-        return bool(readable)
 
     def _assemble(self, frames: List[Any]) -> List[bytes]:
         messages: List[bytes] = []

@@ -2,13 +2,21 @@
 
 Threading model
 ---------------
-Each connected session runs one **reader thread**. It alone reads the socket; it
-parses frames, routes replies to the call waiting for them, and fans events out to
+Each connected session runs one **reader thread**. It reads the socket, parses
+frames, routes replies to the call waiting for them, and fans events out to
 subscriber queues. It also sends the 5-second ``ping_session`` heartbeat and notices
 a silent (half-open) connection, so no timer thread is needed. It never runs user
 code. If callbacks are registered with :meth:`Session.on`, a second **dispatcher
 thread** runs them in order. Both are daemon threads and both are joined by
 :meth:`Session.disconnect`.
+
+A consumer that finds its queue empty (a ``listen()`` iterator, ``stream()``, the
+dispatcher) would otherwise sleep until the reader wakes it; instead it takes a
+short **read lease** and does the reader's job itself, so the event reaches it
+without a thread hand-off. One thread reads at a time (``_read_lock`` is held
+for every read and its routing); the reader parks while the lease is held and takes
+reading back whenever the holder has been away for more than ``_LEASE`` seconds, so
+a slow consumer never stalls the others, the heartbeat or a reply.
 
 Delivery model
 --------------
@@ -30,14 +38,12 @@ import queue
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import closing
 from types import TracebackType
 from typing import (
     Any,
     Callable,
-    Deque,
     FrozenSet,
     Generator,
     Iterator,
@@ -51,6 +57,7 @@ from typing import (
 
 from . import _protocol as proto
 from ._config import resolve_api_key, ws_session_url
+from ._interrupts import HeldInterrupt
 from ._protocol import Content, FileLike, SendManyItem, UserSessionMessage
 from ._recovery import (
     ReconnectAttempt,
@@ -101,6 +108,11 @@ _NEW, _CONNECTING, _OPEN, _CLOSING, _CLOSED = "new", "connecting", "open", "clos
 _RECONNECTING = "reconnecting"
 
 _LIVE: "weakref.WeakSet[Session]" = weakref.WeakSet()
+
+#: How long a consumer holding the read lease may be away (running its own code)
+#: before the reader thread takes reading back. Also the reader's wake-up period
+#: while the lease is held.
+_LEASE = 0.01
 
 
 class ApprovalResponse:
@@ -262,6 +274,19 @@ class Session:
         self._delivered: set[str] = set()
         self._last_seen: Optional[str] = None
         self._history_known = True  # False while a resumed session has seen nothing
+        # Who reads the socket: the reader thread, or the consumer thread holding
+        # the read lease (see _await_events). _read_lock is held for every read and
+        # its routing, so exactly one thread reads at a time. It is always taken as
+        # ``with self._read_lock`` (C-level enter/exit): a Condition's Python-level
+        # __enter__ can take the lock and then be cut short by Ctrl-C, leaving it
+        # held for good. _read_cond (same lock) only parks and wakes the reader.
+        self._read_lock = threading.Lock()
+        self._read_cond = threading.Condition(self._read_lock)
+        self._helper: Optional[int] = None  # thread ident holding the lease
+        self._helper_busy = False  # the holder is inside _take (not away)
+        self._helper_since = 0.0  # when the holder last went away
+        self._ending: Optional[Tuple[Transport, TransportClosed]] = None  # seen by a holder
+        self._last_data = 0.0  # when the socket last gave bytes (half-open detection)
 
     # --- state ------------------------------------------------------------------
 
@@ -512,10 +537,7 @@ class Session:
                     subscriber.give(self._backlog.drain())
                 self._listeners = self._listeners + (subscriber,)
             elif (
-                not fresh
-                and self._state == _CLOSED
-                and self._lost_reason
-                and self._backlog.qsize()
+                not fresh and self._state == _CLOSED and self._lost_reason and self._backlog.qsize()
             ):
                 # The link died with events nobody took yet: hand them over, then end.
                 subscriber.give(self._backlog.drain())
@@ -562,7 +584,7 @@ class Session:
         with listener:
             while True:
                 try:
-                    event = listener._queue.take(deadline)
+                    event = listener._pull(deadline)
                 except queue.Empty:
                     raise SessionTimeoutError(
                         f"the turn did not end within {timeout}s (session "
@@ -701,6 +723,10 @@ class Session:
             name=f"vectorshift-reader-{self._session_id or hex(id(self))}",
             daemon=True,
         )
+        with self._read_lock:  # a new connection: no lease, no end seen yet
+            self._helper = None
+            self._helper_busy = False
+            self._ending = None
         with self._lock:
             self._transport = transport
             self._reader = reader
@@ -738,6 +764,7 @@ class Session:
         return reply
 
     def _await_reply(self, waiter: _Waiter, deadline: float, what: str) -> proto.Reply:
+        self._step_aside()  # the reader must read the reply at once
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -757,36 +784,196 @@ class Session:
 
     def _read_loop(self, transport: Transport) -> None:
         ending: Optional[TransportClosed] = None
+        cond, lock = self._read_cond, self._read_lock
         try:
             now = time.monotonic()
             next_ping = now + self._ping_interval
-            last_data = now
+            self._last_data = now
             while True:
-                wait = min(next_ping, last_data + self._idle_timeout) - time.monotonic()
-                try:
-                    messages = transport.receive(wait)
-                except TransportClosed as closed:
-                    ending = closed
-                    break
                 now = time.monotonic()
-                if messages is not None:
-                    last_data = now
-                    if messages:
-                        self._on_messages(messages)
                 if now >= next_ping:
                     next_ping = now + self._ping_interval
                     self._heartbeat(transport)
-                if now - last_data >= self._idle_timeout:
+                if now - self._last_data >= self._idle_timeout:
                     ending = TransportClosed(
                         f"no data from the server for {self._idle_timeout:g}s; "
                         "the connection looks half-open"
                     )
                     break
+                wait = min(next_ping, self._last_data + self._idle_timeout) - now
+                if self._helper is not None or self._ending is not None:
+                    with lock:
+                        seen = self._ending
+                        if seen is not None and seen[0] is transport:
+                            ending = seen[1]  # a lease holder read the end
+                            break
+                        if self._helper is not None and not self._reclaim_locked(transport):
+                            # Look again soon while the holder is away; while it is
+                            # reading, less often: it gives the lease back itself
+                            # after a quiet SLICE.
+                            if self._helper_busy:
+                                cond.wait(min(wait, _LEASE * 5))
+                            else:
+                                away = self._helper_since + _LEASE - time.monotonic()
+                                cond.wait(max(0.0005, min(wait, away)))
+                            continue
+                if not transport.wait_readable(wait):
+                    continue
+                with lock:
+                    if self._helper is not None:
+                        continue  # a consumer took the lease while this thread waited
+                    seen = self._ending
+                    if seen is not None and seen[0] is transport:
+                        ending = seen[1]
+                        break
+                    messages = transport.read()
+                    if messages is not None:
+                        self._last_data = time.monotonic()
+                        if messages:
+                            self._on_messages(messages)
+        except TransportClosed as closed:
+            ending = closed
         except BaseException as exc:  # a bug here must not leave listeners hanging
             logger.exception("session reader failed")
             ending = TransportClosed(f"internal reader failure: {exc!r}")
         finally:
+            with lock:  # waits out a lease holder's read in progress
+                self._helper = None
+                self._helper_busy = False
             self._reader_exited(transport, ending)
+
+    def _reclaim_locked(self, transport: Transport) -> bool:
+        """Take reading back from a lease holder that is away (or a dead socket)."""
+        # Called with self._read_lock held.
+        if transport.closed or (
+            not self._helper_busy and time.monotonic() - self._helper_since >= _LEASE
+        ):
+            self._helper = None
+            self._helper_busy = False
+            return True
+        return False
+
+    def _await_events(
+        self, subscriber: SubscriberQueue, deadline: Optional[float], *, sliced: bool = True
+    ) -> None:
+        """Return once ``subscriber`` has something queued (an event or its end).
+
+        Meanwhile the calling thread takes the read lease and reads the socket
+        itself rather than sleeping until the reader thread hands it an event: one
+        thread wake-up less per event, so lower latency and higher throughput. It
+        keeps the lease when it returns; the reader takes reading back once the
+        thread has been away for ``_LEASE`` seconds. After a quiet ``SLICE`` it gives
+        the lease back and waits on the queue as usual. Raises ``queue.Empty`` when
+        ``deadline`` passes; Ctrl-C interrupts the wait.
+        """
+        if subscriber.queue:
+            return
+        transport = self._transport
+        if (
+            transport is None
+            or not transport.pollable  # Windows: the reader does it all
+            or self._state not in (_OPEN, _CONNECTING, _RECONNECTING)
+        ):
+            subscriber.wait(deadline, sliced=sliced)
+            return
+        me = threading.get_ident()
+        cond, lock = self._read_cond, self._read_lock
+        keep = False
+        poller: Any = None
+        quiet_since = time.monotonic()
+        try:
+            while True:
+                with lock:
+                    if self._transport is not transport or transport.closed:
+                        break
+                    holder = self._helper
+                    if holder is None:
+                        self._helper = holder = me
+                    elif holder != me:
+                        break  # another consumer reads; wait on the queue
+                    if subscriber.queue:  # routed by the reader just now?
+                        self._helper_busy = False
+                        self._helper_since = time.monotonic()
+                        keep = True
+                        return
+                    self._helper_busy = True
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    raise queue.Empty
+                if now - quiet_since >= SLICE:
+                    break  # quiet: the reader waits for the next burst, not us
+                if poller is None:
+                    poller = transport.new_poller()
+                wait = SLICE if deadline is None else min(SLICE, deadline - now)
+                if not transport.wait_readable(wait, poller):
+                    continue
+                with lock:
+                    if self._helper != me or self._transport is not transport:
+                        continue
+                    if self._read_for_reader_locked(transport):
+                        quiet_since = self._last_data
+                    elif self._helper != me:
+                        break  # the end was read; the reader reports it
+        finally:
+            if not keep and self._helper == me:
+                with lock:
+                    if self._helper == me:
+                        self._helper = None
+                        self._helper_busy = False
+                        cond.notify_all()
+        subscriber.wait(deadline, sliced=sliced)
+
+    def _read_for_reader_locked(self, transport: Transport) -> bool:
+        """One read and its routing, done by a lease holder; True if bytes came.
+
+        Called with self._read_lock held. Ctrl-C is held back until the bytes read
+        are routed. When the connection is over (or this read failed half-way, which
+        leaves the stream out of step), the end is handed to the reader thread,
+        which reports it as if it had read it.
+        """
+        with HeldInterrupt():
+            try:
+                messages = transport.read()
+                if messages is None:
+                    return False
+                self._last_data = time.monotonic()
+                if messages:
+                    self._on_messages(messages)
+                return True
+            except TransportClosed as closed:
+                self._hand_end_locked(transport, closed)
+                return False
+            except BaseException as exc:
+                if isinstance(exc, Exception):
+                    logger.exception("reading on the consumer's thread failed")
+                self._hand_end_locked(
+                    transport, TransportClosed(f"a read was interrupted half-way: {exc!r}")
+                )
+                raise
+
+    def _hand_end_locked(self, transport: Transport, ending: TransportClosed) -> None:
+        # Called with self._read_lock held.
+        self._ending = (transport, ending)
+        self._helper = None
+        self._helper_busy = False
+        self._read_cond.notify_all()
+
+    def _step_aside(self) -> None:
+        """Give the read lease back if this thread holds it (before blocking on
+        something the reader must deliver, e.g. a reply)."""
+        if self._helper == threading.get_ident():
+            with self._read_lock:
+                if self._helper == threading.get_ident():
+                    self._helper = None
+                    self._helper_busy = False
+                    self._read_cond.notify_all()
+
+    def _revoke_lease(self) -> None:
+        """Give reading back to the reader thread, whoever holds the lease."""
+        with self._read_lock:
+            self._helper = None
+            self._helper_busy = False
+            self._read_cond.notify_all()
 
     def _heartbeat(self, transport: Transport) -> None:
         session_id = self._session_id
@@ -1084,7 +1271,8 @@ class Session:
     def _dispatch_loop(self, events: SubscriberQueue) -> None:
         while True:
             try:
-                batch = events.take_many(None, 256, sliced=False)
+                self._await_events(events, None, sliced=False)
+                batch = events.take_now(256)
             except Ended as end:
                 if end.error is not None:
                     self._run_callbacks(end.error)
@@ -1121,6 +1309,7 @@ class Session:
         return session_id
 
     def _await_reopen(self) -> None:
+        self._step_aside()
         deadline = time.monotonic() + self._write_timeout
         while self._state == _RECONNECTING:
             remaining = deadline - time.monotonic()
@@ -1221,6 +1410,7 @@ class Session:
             waiter, self._waiter = self._waiter, None
             if waiter is not None:
                 waiter.replies.put(None)
+        self._revoke_lease()  # the reader reads the close handshake from here on
         current = threading.current_thread()
         if reconnector is not None and reconnector is not current:
             reconnector.join(self._close_timeout)
@@ -1272,9 +1462,12 @@ class _Listener(Iterator[SessionEvent]):
         self._queue = queue_
         self._timeout = timeout
         self._done = False
-        # Events taken from the queue in one lock round trip, handed out one by one.
-        # Capped so a bounded listener never holds much more than its maxsize.
-        self._buffer: Deque[SessionEvent] = deque()
+        # Events taken from the queue in one lock round trip, handed out one by one
+        # by position (no call between taking one and returning it, so Ctrl-C can
+        # never land in between and lose it). Capped so a bounded listener never
+        # holds much more than its maxsize.
+        self._buffer: List[SessionEvent] = []
+        self._position = 0
         self._batch = min(queue_.limit, 256) if queue_.limit else 256
 
     def __iter__(self) -> _Listener:
@@ -1283,14 +1476,13 @@ class _Listener(Iterator[SessionEvent]):
     def __next__(self) -> SessionEvent:
         if self._done:
             raise StopIteration
-        if self._buffer:
-            return self._buffer.popleft()
+        buffer, position = self._buffer, self._position
+        if position < len(buffer):
+            self._position = position + 1
+            return buffer[position]
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         try:
-            events = self._queue.take_many(deadline, self._batch)
-            if len(events) > 1:
-                self._buffer.extend(events[1:])
-            return events[0]
+            return self._pull(deadline)
         except Ended as end:
             if end.error is not None:
                 return end.error
@@ -1298,6 +1490,22 @@ class _Listener(Iterator[SessionEvent]):
             raise StopIteration from None
         except queue.Empty:
             raise SessionTimeoutError(f"no event arrived within {self._timeout}s") from None
+
+    def _pull(self, deadline: Optional[float]) -> SessionEvent:
+        """The next event; raises :class:`Ended` or ``queue.Empty`` past ``deadline``."""
+        while True:
+            buffer, position = self._buffer, self._position
+            if position < len(buffer):
+                self._position = position + 1
+                return buffer[position]
+            session = self._session
+            if session is not None and not session._forked():
+                session._await_events(self._queue, deadline)
+            else:
+                self._queue.wait(deadline)
+            with HeldInterrupt():  # taken from the queue and kept, or not taken
+                self._buffer = self._queue.take_now(self._batch)
+                self._position = 0
 
     def close(self) -> None:
         """Unsubscribe now; further iteration stops."""
@@ -1307,6 +1515,7 @@ class _Listener(Iterator[SessionEvent]):
         self._done = True
         session, self._session = self._session, None
         if session is not None and not session._forked():
+            session._step_aside()
             with session._lock:
                 session._listeners = tuple(q for q in session._listeners if q is not self._queue)
         self._queue.close()
@@ -1344,8 +1553,7 @@ def _event_type_set(
         return None
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise ArgumentTypeError(
-            "event_types must be a list of SessionEventType values, "
-            f"not {type(values).__name__}"
+            f"event_types must be a list of SessionEventType values, not {type(values).__name__}"
         )
     types = set()
     for value in values:
@@ -1380,4 +1588,3 @@ def _close_live_sessions() -> None:
             session.disconnect()
         except Exception:  # pragma: no cover - best effort at exit
             logger.debug("closing a session at exit failed", exc_info=True)
-
