@@ -60,3 +60,23 @@ def test_quick_benchmark_prints_the_table(tmp_path: Path) -> None:
     else:
         assert "official: NOT MEASURED" in out, out
     assert results.exists()
+
+
+@pytest.mark.timeout(120)
+def test_breakdown_times_every_stage() -> None:
+    """``breakdown.py`` calls session internals; it must say so loudly if they move
+    (it once printed ``n/a`` for a renamed method and nobody noticed)."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "breakdown.py")],
+        cwd=str(REPO),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "n/a" not in out, out
+    for stage in ("websockets framing", "parse_frame", "Session._on_messages", "next(listener)"):
+        assert re.search(re.escape(stage) + r".* +\d+\.\d\d$", out, re.M), out
+    assert re.search(r"= [\d,]+ events/s on one core", out), out
