@@ -1,13 +1,16 @@
-"""Shared test fixtures: a clean environment, one timing knob, and a thread-leak check."""
+"""Shared test fixtures: a clean environment, one timing knob, a thread-leak check,
+and one helper that reads a turn to its end."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, List
 
 import pytest
+
+from vectorshift_sync import SessionEvent
 
 #: Multiply every timing bound in the suite (slow CI machines: VS_TEST_TIME_SCALE=3).
 TIME_SCALE = float(os.environ.get("VS_TEST_TIME_SCALE", "1"))
@@ -33,6 +36,16 @@ _CLEARED = (
 def scaled(seconds: float) -> float:
     """A timing bound, scaled for the machine."""
     return seconds * TIME_SCALE
+
+
+def until_turn_end(events: Iterator[SessionEvent]) -> List[SessionEvent]:
+    """Every event up to and including the one that ends the agent's turn."""
+    seen = []
+    for event in events:
+        seen.append(event)
+        if event.is_turn_end:
+            break
+    return seen
 
 
 @pytest.fixture(autouse=True)

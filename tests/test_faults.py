@@ -15,7 +15,7 @@ import time
 from typing import Iterator, List
 
 import pytest
-from conftest import scaled
+from conftest import scaled, until_turn_end
 
 from vectorshift_sync import (
     Agent,
@@ -49,14 +49,6 @@ def _fast_session(agent_id: str, **options: object) -> Session:
     return Session(owner_type="agent", owner_id=agent_id, **options)  # type: ignore[arg-type]
 
 
-def _collect_turn(events: Iterator[SessionEvent]) -> List[SessionEvent]:
-    seen = []
-    for event in events:
-        seen.append(event)
-        if event.is_turn_end:
-            break
-    return seen
-
 
 def test_drop_mid_stream_recovers_and_loses_no_completed_reply(engine: LocalEngine) -> None:
     agent = engine.add_agent("Story", turn=_slow_story)
@@ -65,7 +57,7 @@ def test_drop_mid_stream_recovers_and_loses_no_completed_reply(engine: LocalEngi
         engine.faults.drop_after_frames = 6  # ack, echo, Processing, then a few deltas
         started = time.monotonic()
         session.send("tell me a story")
-        events = _collect_turn(listener)
+        events = until_turn_end(listener)
         recovered_in = time.monotonic() - started
         kinds = [(e.type, e.data.get("reconnecting"), e.data.get("reconnected")) for e in events]
         assert (E.ERROR, True, None) in kinds

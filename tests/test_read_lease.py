@@ -15,10 +15,10 @@ import signal
 import sys
 import threading
 import time
-from typing import Iterator, List
+from typing import List
 
 import pytest
-from conftest import scaled
+from conftest import scaled, until_turn_end
 
 from vectorshift_sync import SessionEvent, SessionEventType, SessionTimeoutError
 from vectorshift_sync.session import ReconnectPolicy, Session
@@ -40,14 +40,6 @@ def _numbered_flood(ctx: TurnContext) -> None:
 def _paced(ctx: TurnContext) -> None:
     ctx.stream("abcdefghijklmnopqrstuvwxyz" * 2, chunk=2, delay=0.01)
 
-
-def _until_turn_end(events: Iterator[SessionEvent]) -> List[SessionEvent]:
-    seen = []
-    for event in events:
-        seen.append(event)
-        if event.is_turn_end:
-            break
-    return seen
 
 
 def test_a_waiting_listener_reads_for_itself(engine: LocalEngine) -> None:
@@ -89,7 +81,7 @@ def test_a_listener_that_stops_reading_does_not_stall_callbacks(engine: LocalEng
         started = time.monotonic()
         assert done.wait(scaled(5)), "the callbacks stalled behind an idle listener"
         assert time.monotonic() - started < scaled(2.5)  # the stream itself takes ~0.3 s
-        rest = _until_turn_end(listener)
+        rest = until_turn_end(listener)
         deltas = [first.delta] + [e.delta for e in rest if e.type is E.MESSAGE_DELTA]
         assert "".join(d or "" for d in deltas) == "abcdefghijklmnopqrstuvwxyz" * 2
         callback_deltas = [e.delta for e in seen_by_callback if e.type is E.MESSAGE_DELTA]
@@ -101,13 +93,13 @@ def test_the_lease_goes_back_when_the_listener_is_quiet(engine: LocalEngine) -> 
     with Session(owner_type="agent", owner_id=agent) as session:
         listener = session.listen(timeout=0.6)
         session.send("go")
-        _until_turn_end(listener)
+        until_turn_end(listener)
         with pytest.raises(SessionTimeoutError):
             next(listener)  # nothing more comes: after a quiet slice the reader waits
         assert session._helper is None
         # and the next turn still arrives, through the reader, then the lease again
         session.send("again")
-        assert _until_turn_end(listener)[-1].is_turn_end
+        assert until_turn_end(listener)[-1].is_turn_end
 
 
 def test_get_messages_inside_a_listen_loop(engine: LocalEngine) -> None:

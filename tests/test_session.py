@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator, List
 
 import pytest
-from conftest import scaled
+from conftest import scaled, until_turn_end
 
 from vectorshift_sync import (
     AuthenticationError,
@@ -54,14 +54,6 @@ def _turn_done(session: Session) -> threading.Event:
     session.on(E.PARTICIPANT_STATUS, lambda ev: done.set() if ev.is_turn_end else None)
     return done
 
-
-def _until_turn_end(events: Iterator[SessionEvent]) -> List[SessionEvent]:
-    seen = []
-    for event in events:
-        seen.append(event)
-        if event.is_turn_end:
-            break
-    return seen
 
 
 # --- lifecycle (point 7) ----------------------------------------------------------
@@ -195,7 +187,7 @@ def test_failed_acks_and_slow_acks_leave_nothing_open(
 
 def test_streamed_turn_matches_the_wire(engine: LocalEngine, session: Session) -> None:
     session.send("hello")
-    events = _until_turn_end(session.listen(timeout=scaled(5)))
+    events = until_turn_end(session.listen(timeout=scaled(5)))
     types = [e.type for e in events]
     assert types[0] == E.MESSAGE_POSTED
     assert E.MESSAGE_DELTA in types and E.MESSAGE_COMPLETE in types
@@ -214,7 +206,7 @@ def test_listen_started_after_the_whole_reply_still_gets_it(session: Session) ->
     done = _turn_done(session)
     session.send("late listener")
     assert done.wait(scaled(5))
-    events = _until_turn_end(session.listen(timeout=scaled(2)))
+    events = until_turn_end(session.listen(timeout=scaled(2)))
     assert events[0].type == E.MESSAGE_POSTED
     assert [e.text for e in events if e.is_complete and e.is_from_agent] == [
         "You said: late listener"
@@ -228,7 +220,7 @@ def test_an_earlier_turn_is_never_replayed(session: Session) -> None:
     done.clear()
     session.send("second")
     assert done.wait(scaled(5))
-    events = _until_turn_end(session.listen(timeout=scaled(2)))
+    events = until_turn_end(session.listen(timeout=scaled(2)))
     texts = [e.text for e in events if e.is_complete]
     assert texts == ["second", "You said: second"]
 
@@ -236,21 +228,21 @@ def test_an_earlier_turn_is_never_replayed(session: Session) -> None:
 def test_get_messages_has_its_own_channel(session: Session) -> None:
     listener = session.listen(timeout=scaled(5))
     session.send("remember me")
-    _until_turn_end(listener)
+    until_turn_end(listener)
     history = session.get_messages()
     assert [(m.is_user, m.text) for m in history] == [
         (True, "remember me"),
         (False, "You said: remember me"),
     ]
     session.send("next")
-    events = _until_turn_end(listener)
+    events = until_turn_end(listener)
     assert all("_response_type" not in e.data and "messages" not in e.data for e in events)
     assert all(e.text is not None for e in events if e.is_complete)
 
 
 def test_history_survives_reconnect_and_resume(engine: LocalEngine, session: Session) -> None:
     session.send("one")
-    _until_turn_end(session.listen(timeout=scaled(5)))
+    until_turn_end(session.listen(timeout=scaled(5)))
     sid = session.session_id
     session.disconnect()
     with Session(session_id=sid) as resumed:
@@ -351,7 +343,7 @@ def test_server_drop_is_announced_then_listen_ends_and_connect_resumes(
     assert session.session_id == sid
     assert engine.received("connect_session")[-1] == {"type": "connect_session", "session_id": sid}
     session.send("back")
-    texts = [e.text for e in _until_turn_end(session.listen(timeout=scaled(5))) if e.is_complete]
+    texts = [e.text for e in until_turn_end(session.listen(timeout=scaled(5))) if e.is_complete]
     assert texts == ["back", "You said: back"]
     session.disconnect()
 
@@ -387,7 +379,7 @@ def test_malformed_and_unknown_frames_do_not_kill_the_reader(
                 '{"type": "brand_new_type"}', '{"no": "type"}'):
         engine.send_raw(raw, session_id=session.session_id)
     session.send("survived?")
-    events = _until_turn_end(listener)
+    events = until_turn_end(listener)
     assert [e.text for e in events if e.is_complete] == ["survived?", "You said: survived?"]
     assert "brand_new_type" in caplog.text and "malformed" in caplog.text
 
@@ -566,7 +558,7 @@ def test_approval_deny_reaches_the_model(engine: LocalEngine) -> None:
         with pytest.raises(TypeError):
             session.respond(SessionEvent(E.MESSAGE_DELTA, "s"), approved=True)
         session.respond_approval(request, approved=False, deny_reason="not today")
-        rest = _until_turn_end(listener)
+        rest = until_turn_end(listener)
         reply = [e.text for e in rest if e.is_complete and e.is_from_agent]
         assert reply and "not today" in (reply[-1] or "")
         frame = engine.received("post_message")[-1]
