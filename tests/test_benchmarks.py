@@ -80,3 +80,22 @@ def test_breakdown_times_every_stage() -> None:
     for stage in ("websockets framing", "parse_frame", "Session._on_messages", "next(listener)"):
         assert re.search(re.escape(stage) + r".* +\d+\.\d\d$", out, re.M), out
     assert re.search(r"= [\d,]+ events/s on one core", out), out
+
+
+@pytest.mark.timeout(120)
+def test_latency_stages_split_a_paced_stream() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "latency_stages.py"), "--n", "300"],
+        cwd=str(REPO),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for stage in ("wake-up", "read + framing", "parse + route", "to the consumer", "total"):
+        assert re.search(re.escape(stage) + r".*( +\d+\.\d){3}$", out, re.M), out
+    # Not a speed check: that a waiting listen() really reads for itself.
+    own = re.search(r"read by the consuming thread itself: ([\d,]+) of 300$", out, re.M)
+    assert own and int(own.group(1).replace(",", "")) >= 150, out

@@ -1,4 +1,4 @@
-"""Subscriber queues: where the reader thread leaves events for consumers.
+"""Subscriber queues: where the thread that reads the socket leaves events for consumers.
 
 A :class:`SubscriberQueue` is a ``queue.Queue`` whose producer never blocks. When a
 bounded queue is full, the offending event is dropped and an overflow marker takes

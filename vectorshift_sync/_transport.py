@@ -1,8 +1,9 @@
 """One WebSocket connection: websocket-client dials, websockets' sans-I/O core frames.
 
 websocket-client does what it is good at: the HTTP upgrade, proxies, TLS options. Once
-the handshake is done, its socket is read in bulk by exactly one thread (the session's
-reader) and the bytes are fed to websockets' sans-I/O ``Protocol``, which parses frames,
+the handshake is done, its socket is read in bulk by one thread at a time (the
+session's reader, or a consumer holding its read lease; the session decides which)
+and the bytes are fed to websockets' sans-I/O ``Protocol``, which parses frames,
 answers pings, and runs the close handshake. websocket-client's own ``recv()`` and
 ``close()`` are never called: its ``close()`` reads frames itself and swallows errors,
 which would make a second reader on the socket.
@@ -56,9 +57,9 @@ class TransportClosed(Exception):
 class Transport:
     """A connected WebSocket whose bytes are framed by a sans-I/O protocol.
 
-    Thread rules: :meth:`receive` is called by one thread only (the reader);
-    :meth:`send_text`, :meth:`send_ping`, :meth:`send_close` and :meth:`abort` may be
-    called from any thread.
+    Thread rules: :meth:`read` (and :meth:`receive`) is called by one thread at a
+    time; :meth:`wait_readable`, :meth:`send_text`, :meth:`send_ping`,
+    :meth:`send_close` and :meth:`abort` may be called from any thread.
     """
 
     def __init__(self, sock: socket.socket, *, max_message_size: Optional[int]) -> None:
@@ -134,7 +135,7 @@ class Transport:
             self._broken = True
             raise SessionDisconnectedError(f"sending on the WebSocket failed: {exc}") from exc
 
-    # --- receiving (the reader thread only) --------------------------------------
+    # --- receiving (one thread at a time) ----------------------------------------
 
     def receive(self, timeout: float) -> Optional[List[bytes]]:
         """Wait up to ``timeout`` seconds for data; return the complete messages read.

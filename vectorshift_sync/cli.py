@@ -11,8 +11,9 @@ With no API key anywhere, an embedded local engine is started in this process an
 library is pointed at it, so the command works without a VectorShift account.
 
 This is the only module of the package that prints. Everything runs on the main
-thread: the session's reader thread only queues events, and this module takes them
-from ``Session.stream()``, so Ctrl-C (a ``KeyboardInterrupt`` in the main thread)
+thread: the session's reader thread only queues events (or the main thread reads
+them itself while it waits), and this module takes them from ``Session.stream()``,
+so Ctrl-C (a ``KeyboardInterrupt`` in the main thread)
 reaches it wherever it waits, including mid-stream; it disconnects and exits 130.
 
 Streams: the conversation (reply, side lines, prompts, /history) goes to stdout;
