@@ -144,6 +144,41 @@ def test_half_open_is_noticed_and_recovers_when_the_server_answers_again(
         session.disconnect()
 
 
+def test_a_reader_starved_past_idle_timeout_with_bytes_waiting_is_not_half_open(
+    engine: LocalEngine,
+) -> None:
+    # A process starved of CPU (or a long GC pause) can leave the reader away longer
+    # than idle_timeout while the server's bytes wait in the socket: that is not a
+    # dead link, and reconnecting would lose the deltas in flight.
+    agent = engine.add_agent("Story", turn=_slow_story)
+    session = _fast_session(agent, ping_interval=5.0, idle_timeout=0.5).connect()
+    try:
+        reader = session._reader
+        route = session._on_messages
+        stalled: List[int] = []
+
+        def stall_once(raws: List[bytes]) -> None:
+            route(raws)
+            if threading.current_thread() is reader and not stalled:
+                stalled.append(1)
+                time.sleep(1.0)  # the engine streams meanwhile; nobody reads
+
+        session._on_messages = stall_once  # type: ignore[method-assign]
+        session.send("tell me a story")  # nobody listens: the reader reads it all
+        deadline = time.monotonic() + scaled(5)
+        while not stalled and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stalled == [1]
+        time.sleep(1.2)  # past the stall, the rest of the story and the idle timeout
+        events = until_turn_end(session.listen(timeout=scaled(5)))  # from the backlog
+        assert not [e for e in events if e.type is E.ERROR]
+        replies = [e.text for e in events if e.is_complete and e.is_from_agent]
+        assert replies == ["Once upon a time there was a very patient websocket."]
+        assert session.is_connected and session._reconnect_attempts == 0
+    finally:
+        session.disconnect()
+
+
 def test_unreachable_server_makes_the_session_give_up(engine: LocalEngine) -> None:
     agent = engine.add_agent("Story", turn=_slow_story)
     policy = ReconnectPolicy(max_attempts=50, max_time=1.0, base_delay=0.02, max_delay=0.2)

@@ -795,12 +795,18 @@ class Session:
                     next_ping = now + self._ping_interval
                     self._heartbeat(transport)
                 if now - self._last_data >= self._idle_timeout:
-                    ending = TransportClosed(
-                        f"no data from the server for {self._idle_timeout:g}s; "
-                        "the connection looks half-open"
-                    )
-                    break
-                wait = min(next_ping, self._last_data + self._idle_timeout) - now
+                    if not transport.wait_readable(0.0):
+                        ending = TransportClosed(
+                            f"no data from the server for {self._idle_timeout:g}s; "
+                            "the connection looks half-open"
+                        )
+                        break
+                    # Bytes are waiting: this process was starved of CPU, the link
+                    # is fine. Read them now, whoever holds the lease.
+                    with lock:
+                        self._helper = None
+                        self._helper_busy = False
+                wait = max(0.0, min(next_ping, self._last_data + self._idle_timeout) - now)
                 if self._helper is not None or self._ending is not None:
                     with lock:
                         seen = self._ending
