@@ -201,3 +201,42 @@ def test_an_exception_in_the_middle_of_a_read_reconnects(engine: LocalEngine) ->
                 break
         assert any(e.type is E.ERROR and e.data.get("reconnecting") for e in events)
         assert session.ask("again", timeout=scaled(10)).text.startswith("abcdefgh")
+
+
+def test_listeners_on_several_threads_and_callbacks_all_see_every_event(
+    engine: LocalEngine,
+) -> None:
+    # They compete for the lease: one reads, the others are handed events, and the
+    # reader takes over whenever the holder is away. Each must see the whole flood.
+    agent = engine.add_agent("Numbers", turn=_numbered_flood, echo=False)
+    with Session(owner_type="agent", owner_id=agent) as session:
+        seen: List[List[int]] = [[] for _ in range(4)]
+        done = threading.Event()
+
+        def on_event(event: SessionEvent) -> None:
+            if event.type is E.MESSAGE_DELTA:
+                seen[3].append(int(event.delta or -1))
+            elif event.type is E.MESSAGE_COMPLETE:
+                done.set()
+
+        session.on(None, on_event)
+        listeners = [session.listen(maxsize=0, timeout=scaled(20)) for _ in range(3)]
+
+        def consume(index: int) -> None:
+            for event in listeners[index]:
+                if event.type is E.MESSAGE_DELTA:
+                    seen[index].append(int(event.delta or -1))
+                    if index == 1 and len(seen[1]) % 1000 == 0:
+                        time.sleep(0.05)  # away now and then: the reader takes over
+                elif event.type is E.MESSAGE_COMPLETE:
+                    return
+
+        threads = [threading.Thread(target=consume, args=(i,)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        session.send("go")
+        for thread in threads:
+            thread.join(scaled(30))
+        assert done.wait(scaled(10))
+        for numbers in seen:
+            assert numbers == list(range(FLOOD))
