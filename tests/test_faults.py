@@ -156,21 +156,23 @@ def test_a_reader_starved_past_idle_timeout_with_bytes_waiting_is_not_half_open(
         reader = session._reader
         route = session._on_messages
         stalled: List[int] = []
+        read_again = threading.Event()
 
         def stall_once(raws: List[bytes]) -> None:
             route(raws)
-            if threading.current_thread() is reader and not stalled:
-                stalled.append(1)
-                time.sleep(1.0)  # the engine streams meanwhile; nobody reads
+            if threading.current_thread() is reader:
+                if stalled:
+                    read_again.set()
+                else:
+                    stalled.append(1)
+                    time.sleep(1.0)  # the fault: the engine streams on; nobody reads
 
         session._on_messages = stall_once  # type: ignore[method-assign]
         session.send("tell me a story")  # nobody listens: the reader reads it all
-        deadline = time.monotonic() + scaled(5)
-        while not stalled and time.monotonic() < deadline:
-            time.sleep(0.01)
+        # Past the stall the same reader must read on, not declare the link dead.
+        assert read_again.wait(scaled(5)), "the reader gave up on a live link"
         assert stalled == [1]
-        time.sleep(1.2)  # past the stall, the rest of the story and the idle timeout
-        events = until_turn_end(session.listen(timeout=scaled(5)))  # from the backlog
+        events = until_turn_end(session.listen(timeout=scaled(5)))  # backlog, then live
         assert not [e for e in events if e.type is E.ERROR]
         replies = [e.text for e in events if e.is_complete and e.is_from_agent]
         assert replies == ["Once upon a time there was a very patient websocket."]
