@@ -266,26 +266,12 @@ class SubscriberQueue(queue.Queue):  # type: ignore[type-arg]
 
         Raises ``queue.Empty`` when nothing came in time.
         """
-        with self.mutex:
-            items = self.queue
-            if not items:
-                if timeout is not None and timeout <= 0:
-                    raise queue.Empty
-                self._sleepers += 1
-                try:
-                    if timeout is None:
-                        while not items:
-                            self.not_empty.wait()
-                    else:
-                        end = time.monotonic() + timeout
-                        while not items:
-                            remaining = end - time.monotonic()
-                            if remaining <= 0:
-                                raise queue.Empty
-                            self.not_empty.wait(remaining)
-                finally:
-                    self._sleepers -= 1
-            return items.popleft()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self.mutex:
+                if self.queue:
+                    return self.queue.popleft()
+            self.wait(deadline, sliced=False)
 
     def _unwrap(self, item: Any) -> SessionEvent:
         if type(item) is SessionEvent:

@@ -73,10 +73,7 @@ class Transport:
         self._broken = False  # a write failed: the end is the network's
         # poll(), not select(): select() refuses descriptors past FD_SETSIZE (1024),
         # and a process holding a thousand sessions has them. Windows has no poll().
-        self._poller: Optional[Any] = None
-        if hasattr(select, "poll"):
-            self._poller = select.poll()
-            self._poller.register(sock.fileno(), select.POLLIN)
+        self._poller: Optional[Any] = self.new_poller() if hasattr(select, "poll") else None
         # A plain socket with a timeout is non-blocking underneath, so os.read() on it
         # never blocks: one system call and one release of the GIL, where
         # socket.recv() polls first (sockets with a timeout always do). POSIX only.

@@ -283,7 +283,7 @@ class Session:
         self._read_lock = threading.Lock()
         self._read_cond = threading.Condition(self._read_lock)
         self._helper: Optional[int] = None  # thread ident holding the lease
-        self._helper_busy = False  # the holder is inside _take (not away)
+        self._helper_busy = False  # the holder is inside _await_events (not away)
         self._helper_since = 0.0  # when the holder last went away
         self._ending: Optional[Tuple[Transport, TransportClosed]] = None  # seen by a holder
         self._last_data = 0.0  # when the socket last gave bytes (half-open detection)
@@ -724,8 +724,7 @@ class Session:
             daemon=True,
         )
         with self._read_lock:  # a new connection: no lease, no end seen yet
-            self._helper = None
-            self._helper_busy = False
+            self._drop_lease_locked()
             self._ending = None
         with self._lock:
             self._transport = transport
@@ -804,14 +803,12 @@ class Session:
                     # Bytes are waiting: this process was starved of CPU, the link
                     # is fine. Read them now, whoever holds the lease.
                     with lock:
-                        self._helper = None
-                        self._helper_busy = False
+                        self._drop_lease_locked()
                 wait = max(0.0, min(next_ping, self._last_data + self._idle_timeout) - now)
                 if self._helper is not None or self._ending is not None:
                     with lock:
-                        seen = self._ending
-                        if seen is not None and seen[0] is transport:
-                            ending = seen[1]  # a lease holder read the end
+                        ending = self._end_handed_locked(transport)
+                        if ending is not None:
                             break
                         if self._helper is not None and not self._reclaim_locked(transport):
                             # Look again soon while the holder is away; while it is
@@ -828,9 +825,8 @@ class Session:
                 with lock:
                     if self._helper is not None:
                         continue  # a consumer took the lease while this thread waited
-                    seen = self._ending
-                    if seen is not None and seen[0] is transport:
-                        ending = seen[1]
+                    ending = self._end_handed_locked(transport)
+                    if ending is not None:
                         break
                     messages = transport.read()
                     if messages is not None:
@@ -844,8 +840,7 @@ class Session:
             ending = TransportClosed(f"internal reader failure: {exc!r}")
         finally:
             with lock:  # waits out a lease holder's read in progress
-                self._helper = None
-                self._helper_busy = False
+                self._drop_lease_locked()
             self._reader_exited(transport, ending)
 
     def _reclaim_locked(self, transport: Transport) -> bool:
@@ -854,10 +849,22 @@ class Session:
         if transport.closed or (
             not self._helper_busy and time.monotonic() - self._helper_since >= _LEASE
         ):
-            self._helper = None
-            self._helper_busy = False
+            self._drop_lease_locked()
             return True
         return False
+
+    def _drop_lease_locked(self) -> None:
+        """Nobody holds the read lease any more: the reader reads (woken if parked)."""
+        # Called with self._read_lock held.
+        self._helper = None
+        self._helper_busy = False
+        self._read_cond.notify_all()
+
+    def _end_handed_locked(self, transport: Transport) -> Optional[TransportClosed]:
+        """The end of ``transport`` as read by a lease holder, if one read it."""
+        # Called with self._read_lock held.
+        seen = self._ending
+        return seen[1] if seen is not None and seen[0] is transport else None
 
     def _await_events(
         self, subscriber: SubscriberQueue, deadline: Optional[float], *, sliced: bool = True
@@ -883,7 +890,7 @@ class Session:
             subscriber.wait(deadline, sliced=sliced)
             return
         me = threading.get_ident()
-        cond, lock = self._read_cond, self._read_lock
+        lock = self._read_lock
         keep = False
         poller: Any = None
         quiet_since = time.monotonic()
@@ -921,12 +928,8 @@ class Session:
                     elif self._helper != me:
                         break  # the end was read; the reader reports it
         finally:
-            if not keep and self._helper == me:
-                with lock:
-                    if self._helper == me:
-                        self._helper = None
-                        self._helper_busy = False
-                        cond.notify_all()
+            if not keep:
+                self._step_aside()
         subscriber.wait(deadline, sliced=sliced)
 
     def _read_for_reader_locked(self, transport: Transport) -> bool:
@@ -960,9 +963,7 @@ class Session:
     def _hand_end_locked(self, transport: Transport, ending: TransportClosed) -> None:
         # Called with self._read_lock held.
         self._ending = (transport, ending)
-        self._helper = None
-        self._helper_busy = False
-        self._read_cond.notify_all()
+        self._drop_lease_locked()
 
     def _step_aside(self) -> None:
         """Give the read lease back if this thread holds it (before blocking on
@@ -970,16 +971,12 @@ class Session:
         if self._helper == threading.get_ident():
             with self._read_lock:
                 if self._helper == threading.get_ident():
-                    self._helper = None
-                    self._helper_busy = False
-                    self._read_cond.notify_all()
+                    self._drop_lease_locked()
 
     def _revoke_lease(self) -> None:
         """Give reading back to the reader thread, whoever holds the lease."""
         with self._read_lock:
-            self._helper = None
-            self._helper_busy = False
-            self._read_cond.notify_all()
+            self._drop_lease_locked()
 
     def _heartbeat(self, transport: Transport) -> None:
         session_id = self._session_id
