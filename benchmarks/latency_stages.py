@@ -18,9 +18,7 @@ cold and every stage costs several times its hot figure.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -29,6 +27,8 @@ from typing import Any, Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+
+from run import start_engine, stop_engine  # noqa: E402
 
 from vectorshift_sync import _transport  # noqa: E402
 from vectorshift_sync.events import SessionEventType  # noqa: E402
@@ -116,23 +116,14 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=6000, help="deltas (6,000)")
     parser.add_argument("--rate", type=float, default=2000.0, help="deltas/s (2,000)")
     args = parser.parse_args()
-    engine = subprocess.Popen(
-        [sys.executable, str(HERE / "engine.py")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert engine.stdout is not None
-        info = json.loads(engine.stdout.readline())
-        os.environ.update(info["env"])
-        _instrument()
-        result = measure(info["agents"]["paced"], args.n, args.rate)
-    finally:
-        if engine.stdin is not None:
-            engine.stdin.close()
-        engine.wait(15)
+    with open(os.devnull, "w") as discard:
+        engine, info = start_engine(discard)
+        try:
+            os.environ.update(info["env"])
+            _instrument()
+            result = measure(info["agents"]["paced"], args.n, args.rate)
+        finally:
+            stop_engine(engine)
     rows = result["rows"]
     print(f"{len(rows):,} deltas at {args.rate:,.0f}/s, one listen(), microseconds")
     print(f"  {'stage':34} {'p50':>7} {'p90':>7} {'p99':>7}")
