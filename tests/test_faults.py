@@ -25,6 +25,7 @@ from vectorshift_sync import (
     SessionEvent,
     SessionEventType,
     SessionRefusedError,
+    SessionTimeoutError,
 )
 from vectorshift_sync.session import (
     ReconnectAttempt,
@@ -274,6 +275,26 @@ def test_send_while_reconnecting_is_bounded(engine: LocalEngine) -> None:
         with pytest.raises(SessionDisconnectedError, match="reconnecting"):
             session.send("nobody home")
         assert time.monotonic() - started < scaled(1.0)
+    finally:
+        session.disconnect()
+
+
+def test_connect_while_reconnecting_waits_for_the_reconnector_and_is_bounded(
+    engine: LocalEngine,
+) -> None:
+    agent = engine.add_agent("Story", turn=_slow_story)
+    session = _fast_session(agent, connect_timeout=0.3).connect()
+    try:
+        lost = threading.Event()
+        session.on(E.ERROR, lambda ev: lost.set() if ev.data.get("reconnecting") else None)
+        engine.faults.reject_handshake = 503
+        engine.drop_connections()
+        assert lost.wait(scaled(5))
+        started = time.monotonic()
+        with pytest.raises(SessionTimeoutError, match="still reconnecting"):
+            session.connect()
+        assert 0.3 <= time.monotonic() - started < scaled(1.0)
+        assert not session.is_connected
     finally:
         session.disconnect()
 

@@ -319,13 +319,9 @@ class Session:
         refused. On any failure nothing is left open. Any thread may call it.
         """
         self._check_fork()
-        if self._state == _RECONNECTING:
-            # The reconnector is already on it: wait for its outcome, don't race it.
-            deadline = time.monotonic() + self._connect_timeout
-            while self._state == _RECONNECTING and time.monotonic() < deadline:
-                self._opened.wait(min(SLICE, max(0.0, deadline - time.monotonic())))
-            if self._state == _RECONNECTING:
-                raise SessionTimeoutError("the session is still reconnecting; try again later")
+        # The reconnector may already be on it: wait for its outcome, don't race it.
+        if not self._reconnect_over(self._connect_timeout):
+            raise SessionTimeoutError("the session is still reconnecting; try again later")
         with self._lifecycle:
             if self.is_connected:
                 return self
@@ -1304,24 +1300,32 @@ class Session:
 
     def _require_open(self) -> str:
         self._check_fork()
-        if self._state == _RECONNECTING:
-            self._await_reopen()
+        self._await_reopen()
         session_id = self._session_id
         if self._state != _OPEN or not session_id:
             raise SessionDisconnectedError(self._not_connected_message())
         return session_id
 
     def _await_reopen(self) -> None:
-        self._step_aside()
-        deadline = time.monotonic() + self._write_timeout
+        if not self._reconnect_over(self._write_timeout):
+            raise SessionDisconnectedError(
+                f"the session is reconnecting ({self._lost_reason}) and did not come "
+                f"back within {self._write_timeout:g}s"
+            )
+
+    def _reconnect_over(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s while the session is reconnecting; False if it
+        still is. Sliced, so Ctrl-C interrupts it."""
+        if self._state != _RECONNECTING:
+            return True
+        self._step_aside()  # the reconnect needs the reader, not this thread
+        deadline = time.monotonic() + timeout
         while self._state == _RECONNECTING:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise SessionDisconnectedError(
-                    f"the session is reconnecting ({self._lost_reason}) and did not come "
-                    f"back within {self._write_timeout:g}s"
-                )
+                return False
             self._opened.wait(min(SLICE, remaining))
+        return True
 
     def _not_connected_message(self) -> str:
         if self._terminated:
