@@ -6,7 +6,8 @@
   and is in use (if events.py changes shape, the fast path turns itself off: this
   test says so, since that is a silent slowdown).
 * ``SubscriberQueue`` notifies only when a consumer waits: no wake-up is lost, for
-  ``take``, ``take_blocking`` and plain ``queue.Queue.get``.
+  ``take``, ``wait`` + ``take_now`` (what listeners and the dispatcher use) and plain
+  ``queue.Queue.get``.
 * ``Transport`` waits with ``poll()`` and reads plain sockets with ``os.read()``: a
   session whose socket descriptor is above ``FD_SETSIZE`` (1024) works, and a flood
   of mixed frame sizes arrives whole and in order across read boundaries.
@@ -198,12 +199,18 @@ def _delta(i: int) -> SessionEvent:
     return SessionEvent(E.MESSAGE_DELTA, "s", "m", {"delta": str(i), "index": i})
 
 
-@pytest.mark.parametrize("how", ["take", "take_blocking", "get", "get_timeout"])
+def _wait_then_take_now(q: SubscriberQueue) -> SessionEvent:
+    """One event the way the callbacks' dispatcher takes them."""
+    q.wait(None, sliced=False)
+    return q.take_now(1)[0]
+
+
+@pytest.mark.parametrize("how", ["take", "wait_then_take_now", "get", "get_timeout"])
 def test_a_waiting_consumer_is_woken_by_each_offer(how: str) -> None:
     q = SubscriberQueue(0)
     takers = {
         "take": lambda: q.take(time.monotonic() + scaled(10)),
-        "take_blocking": q.take_blocking,
+        "wait_then_take_now": lambda: _wait_then_take_now(q),
         "get": q.get,
         "get_timeout": lambda: q.get(timeout=scaled(10)),
     }
@@ -341,7 +348,7 @@ def test_offer_many_is_offer_in_a_loop(maxsize: int, types: Any, prefill: int) -
 def test_offer_many_after_close_drops_everything_and_wakes_a_waiter() -> None:
     q = SubscriberQueue(0)
     got: List[Any] = []
-    thread = threading.Thread(target=lambda: got.append(q.take_blocking()), daemon=True)
+    thread = threading.Thread(target=lambda: got.append(_wait_then_take_now(q)), daemon=True)
     thread.start()
     deadline = time.monotonic() + scaled(5)
     while q._sleepers == 0 and time.monotonic() < deadline:
@@ -353,25 +360,26 @@ def test_offer_many_after_close_drops_everything_and_wakes_a_waiter() -> None:
     assert q.offer_many([_delta(3)]) == 1
 
 
-def test_take_many_returns_what_take_would_in_order_and_stops_before_the_end() -> None:
+def test_take_now_returns_what_take_would_in_order_and_stops_before_the_end() -> None:
     from vectorshift_sync._subscribers import Ended
 
     q = SubscriberQueue(3)
     for i in range(6):  # 3 kept, then one overflow marker counting 3 drops
         q.offer(_delta(i))
-    batch = q.take_many(time.monotonic() + 1)
+    batch = q.take_now()
     assert batch[:3] == [_delta(0), _delta(1), _delta(2)]
     assert len(batch) == 4 and batch[3].type is E.ERROR
     assert batch[3].data["dropped_count"] == 3
     q.offer(_delta(7))
+    q.offer(_delta(8))
     lost = SessionEvent(E.ERROR, "s", None, {"error": "connection lost"})
     q.close(lost)
-    assert q.take_many(None) == [_delta(7)]  # stops before the end marker
+    assert q.take_now(1) == [_delta(7)]  # at most `most`
+    assert q.take_now() == [_delta(8)]  # stops before the end marker
     with pytest.raises(Ended) as first:
-        q.take_many(None)
+        q.take_now()
     assert first.value.error is lost  # the end's error, once
     with pytest.raises(Ended) as again:
-        q.take_many(None)
+        q.take_now()
     assert again.value.error is None
-    with pytest.raises(queue.Empty):
-        SubscriberQueue(0).take_many(0.0)
+    assert SubscriberQueue(0).take_now() == []  # nothing queued: no wait

@@ -272,15 +272,15 @@ def test_close_error_is_delivered_once_then_ended() -> None:
         assert info.value.error is None
 
 
-def test_ended_is_reported_by_take_blocking_too() -> None:
+def test_ended_is_reported_by_take_now_too() -> None:
     q = SubscriberQueue(0)
     lost = SessionEvent(T.ERROR, "s", None, {"error": "connection lost"})
     q.close(lost)
     with pytest.raises(Ended) as info:
-        q.take_blocking()
+        q.take_now()
     assert info.value.error is lost
     with pytest.raises(Ended) as info:
-        q.take_blocking()
+        q.take_now()
     assert info.value.error is None
 
 
@@ -391,10 +391,14 @@ def long_slices(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("long_slices")
-@pytest.mark.parametrize("how", ["take", "take_blocking"])
+@pytest.mark.parametrize("how", ["take", "wait_then_take_now"])
 def test_close_wakes_a_blocked_consumer(how: str) -> None:
     q = SubscriberQueue(0)
-    take = (lambda: q.take(None)) if how == "take" else q.take_blocking
+    def wait_then_take_now() -> SessionEvent:  # the dispatcher's way
+        q.wait(None, sliced=False)
+        return q.take_now(1)[0]
+
+    take = (lambda: q.take(None)) if how == "take" else wait_then_take_now
     thread, condition, outcome = _blocked_consumer(q, take)
     lost = SessionEvent(T.ERROR, "s", None, {"error": "connection lost"})
     q.close(lost)

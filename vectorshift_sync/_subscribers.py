@@ -79,9 +79,6 @@ class _End:
         self.error = error
 
 
-_NONE = object()
-
-
 class SubscriberQueue(queue.Queue):  # type: ignore[type-arg]
     """One consumer's events; ``maxsize <= 0`` is unbounded.
 
@@ -179,52 +176,13 @@ class SubscriberQueue(queue.Queue):  # type: ignore[type-arg]
         Raises :class:`Ended` after the end marker (it stays, so every later call
         raises too) and ``queue.Empty`` when the deadline passes.
         """
-        with self.mutex:  # the common case: something is queued, no clock, no wait
-            item = self.queue.popleft() if self.queue else _NONE
-        if item is not _NONE:
-            return self._unwrap(item)  # outside the lock: an end marker takes it again
-        while True:
-            if deadline is None:
-                wait = SLICE
-            else:
-                wait = min(SLICE, deadline - time.monotonic())
-                if wait <= 0:
-                    return self._unwrap(self._pop(0.0))
-            try:
-                item = self._pop(wait)
-            except queue.Empty:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-                continue
-            return self._unwrap(item)
-
-    def take_many(
-        self, deadline: Optional[float], most: Optional[int] = None, *, sliced: bool = True
-    ) -> List[SessionEvent]:
-        """:meth:`take`, then what else is already queued (at most ``most`` events in
-        all), in one list, in order.
-
-        Stops before the end marker, so the call after the last events raises
-        :class:`Ended`; overflow markers become their ERROR events as in :meth:`take`.
-        A consumer that keeps the rest in a private buffer pays one lock round trip
-        per batch instead of per event. ``sliced=False`` (the library's background
-        threads only) waits without waking every slice.
-        """
-        first = self.take(deadline) if sliced else self._unwrap(self._pop(None))
-        events = [first]
-        room = -1 if most is None else most - 1
-        with self.mutex:
-            items = self.queue
-            while room and items and not isinstance(items[0], _End):
-                item = items.popleft()
-                events.append(item if type(item) is SessionEvent else self._unwrap(item))
-                room -= 1
-        return events
+        return self._unwrap(self._pop(deadline, sliced=True))
 
     def wait(self, deadline: Optional[float], *, sliced: bool = True) -> None:
         """Block until something is queued (an event or the end marker), taking
-        nothing; raise ``queue.Empty`` when ``deadline`` passes. ``sliced`` as in
-        :meth:`take_many`."""
+        nothing; raise ``queue.Empty`` when ``deadline`` passes. ``sliced`` wakes up
+        every ``SLICE`` so that Ctrl-C is seen promptly on every platform; the
+        library's background threads pass ``False``."""
         with self.mutex:
             items = self.queue
             if items:
@@ -243,14 +201,28 @@ class SubscriberQueue(queue.Queue):  # type: ignore[type-arg]
                 self._sleepers -= 1
 
     def take_now(self, most: Optional[int] = None) -> List[SessionEvent]:
-        """:meth:`take_many` without waiting: ``[]`` when nothing is queued."""
+        """What is queued, oldest first (at most ``most`` events), without waiting:
+        ``[]`` when nothing is.
+
+        Stops before the end marker, so the call after the last events raises
+        :class:`Ended`; overflow markers become their ERROR events as in :meth:`take`.
+        A consumer that keeps the batch in a private buffer pays one lock round trip
+        per batch instead of per event.
+        """
         if not self.queue:  # a racy peek is fine: only this consumer takes items
             return []
-        return self.take_many(None, most)
-
-    def take_blocking(self) -> SessionEvent:
-        """Block without a deadline; for the library's own background threads only."""
-        return self._unwrap(self._pop(None))
+        events: List[SessionEvent] = []
+        room = -1 if most is None else most
+        with self.mutex:
+            items = self.queue
+            while room and items and not isinstance(items[0], _End):
+                item = items.popleft()
+                events.append(item if type(item) is SessionEvent else self._unwrap(item))
+                room -= 1
+            end = items.popleft() if not events and items and isinstance(items[0], _End) else None
+        if end is not None:
+            self._unwrap(end)  # outside the lock: raises Ended and puts a marker back
+        return events
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """``queue.Queue.get``, on the same wait as :meth:`take` (no ``not_full`` notify:
@@ -259,19 +231,17 @@ class SubscriberQueue(queue.Queue):  # type: ignore[type-arg]
             timeout = 0.0
         elif timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
-        return self._pop(timeout)
+        return self._pop(None if timeout is None else time.monotonic() + timeout, sliced=False)
 
-    def _pop(self, timeout: Optional[float]) -> Any:
-        """Remove the oldest item, waiting up to ``timeout`` s (None: no limit).
-
-        Raises ``queue.Empty`` when nothing came in time.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _pop(self, deadline: Optional[float], *, sliced: bool) -> Any:
+        """Remove the oldest item, waiting until ``deadline`` (None: no limit); raise
+        ``queue.Empty`` when nothing came in time. The common case, something
+        queued, reads no clock and waits for nothing."""
         while True:
             with self.mutex:
                 if self.queue:
                     return self.queue.popleft()
-            self.wait(deadline, sliced=False)
+            self.wait(deadline, sliced=sliced)
 
     def _unwrap(self, item: Any) -> SessionEvent:
         if type(item) is SessionEvent:
