@@ -383,3 +383,35 @@ def test_take_now_returns_what_take_would_in_order_and_stops_before_the_end() ->
         q.take_now()
     assert again.value.error is None
     assert SubscriberQueue(0).take_now() == []  # nothing queued: no wait
+
+
+def test_fragmented_messages_are_assembled_across_reads_and_binary_is_skipped() -> None:
+    """websockets hands over frames, not messages: ``Transport`` joins continuation
+    frames itself (the server may fragment a long message), and drops binary ones."""
+    import socket
+
+    from websockets.frames import Frame, Opcode
+
+    from vectorshift_sync._transport import Transport
+
+    ours, server = socket.socketpair()
+    ours.settimeout(scaled(5))
+    transport = Transport(ours, max_message_size=None)
+    try:
+
+        def write(*frames: Frame) -> None:
+            server.sendall(b"".join(frame.serialize(mask=False) for frame in frames))
+            assert transport.wait_readable(scaled(5))
+
+        write(Frame(Opcode.TEXT, b'{"a": "hel', fin=False), Frame(Opcode.CONT, b"lo ", fin=False))
+        assert transport.read() == []  # nothing whole yet
+        write(
+            Frame(Opcode.CONT, b'world"}'),
+            Frame(Opcode.BINARY, b"\x00", fin=False),
+            Frame(Opcode.CONT, b"\x01"),
+            Frame(Opcode.TEXT, b'"whole"'),
+        )
+        assert [bytes(m) for m in transport.read() or []] == [b'{"a": "hello world"}', b'"whole"']
+    finally:
+        transport.release()
+        server.close()

@@ -1,6 +1,6 @@
 """Ctrl-C held back over a few lines that must not be cut in half.
 
-A consumer thread that reads the socket itself (see ``Session._take``) takes bytes
+A consumer thread that reads the socket itself (``Session._await_events``) takes bytes
 off the socket, frames them and routes the events in one go. A ``KeyboardInterrupt``
 raised between those steps would lose the bytes already read and leave the frame
 parser out of step with the stream. On the main thread (the only one Python delivers

@@ -259,7 +259,7 @@ class Transport:
                 if not self._binary:
                     self._fragments.append(frame.data)
                     if frame.fin:
-                        messages.append(b"".join(self._fragments))
+                        append(b"".join(self._fragments))
                         self._fragments = []
         return messages
 
