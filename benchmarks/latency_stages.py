@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from _percentiles import percentile  # noqa: E402
 from run import start_engine, stop_engine  # noqa: E402
 
 from vectorshift_sync import _transport  # noqa: E402
@@ -78,11 +79,6 @@ def _instrument() -> None:
     Session._on_messages = timed_route  # type: ignore[method-assign]
 
 
-def _percentile(values: List[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e6
-
-
 def measure(agent_id: str, n: int, rate: float) -> Dict[str, Any]:
     rows: List[List[float]] = []
     own = 0
@@ -128,11 +124,9 @@ def main() -> int:
     print(f"{len(rows):,} deltas at {args.rate:,.0f}/s, one listen(), microseconds")
     print(f"  {'stage':34} {'p50':>7} {'p90':>7} {'p99':>7}")
     for i, stage in enumerate(STAGES + ("total: server send -> consumer",)):
-        column = [row[i] for row in rows]
-        print(
-            f"  {stage:34} {_percentile(column, 0.5):7.1f} {_percentile(column, 0.9):7.1f}"
-            f" {_percentile(column, 0.99):7.1f}"
-        )
+        column = sorted(row[i] for row in rows)
+        p50, p90, p99 = (percentile(column, q) * 1e6 for q in (0.5, 0.9, 0.99))
+        print(f"  {stage:34} {p50:7.1f} {p90:7.1f} {p99:7.1f}")
     print(f"  read by the consuming thread itself: {result['own']:,} of {len(rows):,}")
     return 0
 

@@ -23,6 +23,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List
 
+from _percentiles import latency_summary
 from vectorshift import Agent, Session, SessionEventType
 
 DELTA = SessionEventType.MESSAGE_DELTA
@@ -119,17 +120,7 @@ async def latency(n: int, rate: float) -> Dict[str, Any]:
         await asyncio.wait_for(consumer, WAIT)
     finally:
         await session.disconnect()
-    ordered = sorted(samples)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    return {
-        "events": len(ordered),
-        "p50_ms": pick(0.50) * 1e3,
-        "p99_ms": pick(0.99) * 1e3,
-        "max_ms": ordered[-1] * 1e3,
-    }
+    return latency_summary(samples)
 
 
 async def connect_times(count: int) -> Dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import websocket  # noqa: E402
+from _percentiles import latency_summary  # noqa: E402
 
 from vectorshift_sync import Agent  # noqa: E402
 from vectorshift_sync._transport import open_transport  # noqa: E402
@@ -230,22 +231,6 @@ def throughput_callbacks(n: int) -> Dict[str, Any]:
 # --- latency -------------------------------------------------------------------------
 
 
-def _percentiles(samples: List[float]) -> Dict[str, Any]:
-    ordered = sorted(samples)
-    if not ordered:
-        return {"events": 0}
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    return {
-        "events": len(ordered),
-        "p50_ms": pick(0.50) * 1e3,
-        "p99_ms": pick(0.99) * 1e3,
-        "max_ms": ordered[-1] * 1e3,
-    }
-
-
 def latency_listen(n: int, rate: float) -> Dict[str, Any]:
     session = _session("paced")
     samples: List[float] = []
@@ -259,7 +244,7 @@ def latency_listen(n: int, rate: float) -> Dict[str, Any]:
                         break
     finally:
         session.disconnect()
-    return _percentiles(samples)
+    return latency_summary(samples)
 
 
 def latency_callbacks(n: int, rate: float) -> Dict[str, Any]:
@@ -279,7 +264,7 @@ def latency_callbacks(n: int, rate: float) -> Dict[str, Any]:
         done.wait(WAIT)
     finally:
         session.disconnect()
-    return _percentiles(samples)
+    return latency_summary(samples)
 
 
 # --- connect -------------------------------------------------------------------------
