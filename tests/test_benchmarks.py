@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-RUN = REPO / "benchmarks" / "run.py"
 
 
 def _official_available() -> bool:
@@ -26,19 +25,24 @@ def _official_available() -> bool:
     return (venv / "bin" / "python").exists() and (venv / ".vectorshift-compat.json").exists()
 
 
-@pytest.mark.timeout(120)
-def test_quick_benchmark_prints_the_table(tmp_path: Path) -> None:
-    results = tmp_path / "results.json"
+def _run_script(script: str, *args: str) -> str:
+    """Run one benchmark script like a user would; its output, once it exited 0."""
     proc = subprocess.run(
-        [sys.executable, str(RUN), "--quick", "--json", str(results)],
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
         cwd=str(REPO),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=100,
     )
-    out = proc.stdout
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.timeout(120)
+def test_quick_benchmark_prints_the_table(tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    out = _run_script("run.py", "--quick", "--json", str(results))
     for heading in (
         "vectorshift_sync benchmark",
         "machine: ",
@@ -66,16 +70,7 @@ def test_quick_benchmark_prints_the_table(tmp_path: Path) -> None:
 def test_breakdown_times_every_stage() -> None:
     """``breakdown.py`` calls session internals; it must say so loudly if they move
     (it once printed ``n/a`` for a renamed method and nobody noticed)."""
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "breakdown.py")],
-        cwd=str(REPO),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout
+    out = _run_script("breakdown.py")
     assert "n/a" not in out, out
     for stage in ("websockets framing", "parse_frame", "Session._on_messages", "next(listener)"):
         assert re.search(re.escape(stage) + r".* +\d+\.\d\d$", out, re.M), out
@@ -84,16 +79,7 @@ def test_breakdown_times_every_stage() -> None:
 
 @pytest.mark.timeout(120)
 def test_latency_stages_split_a_paced_stream() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "latency_stages.py"), "--n", "300"],
-        cwd=str(REPO),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout
+    out = _run_script("latency_stages.py", "--n", "300")
     for stage in ("wake-up", "read + framing", "parse + route", "to the consumer", "total"):
         assert re.search(re.escape(stage) + r".*( +\d+\.\d){3}$", out, re.M), out
     # Not a speed check: that a waiting listen() really reads for itself.

@@ -173,19 +173,22 @@ else:
 session = Session(owner_type="agent", owner_id=agent_id).connect()
 """
 
+#: A thread blocked in listen() (``daemon`` filled in): the script goes on once it is.
+_LISTENING_THREAD = """
+    listening = threading.Event()
+    def consume():
+        events = session.listen()
+        listening.set()
+        for event in events:
+            pass
+    threading.Thread(target=consume, daemon={daemon}).start()
+    assert listening.wait(5)
+"""
+
 _SCENARIOS = {
     "connected": "",
     "callback": "session.on(None, lambda event: None)",
-    "listening in a daemon thread": """
-        listening = threading.Event()
-        def consume():
-            events = session.listen()
-            listening.set()
-            for event in events:
-                pass
-        threading.Thread(target=consume, daemon=True).start()
-        assert listening.wait(5)
-    """,
+    "listening in a daemon thread": _LISTENING_THREAD.format(daemon=True),
     "mid-turn with a callback": """
         first = threading.Event()
         session.on("message_delta", lambda event: first.set())
@@ -262,16 +265,7 @@ def test_interpreter_exit_never_hangs_on_a_live_session(
     ),
 )
 def test_exit_with_listen_blocked_in_a_non_daemon_thread(remote: EngineProcess) -> None:
-    body = """
-        listening = threading.Event()
-        def consume():
-            events = session.listen()
-            listening.set()
-            for event in events:
-                pass
-        threading.Thread(target=consume).start()
-        assert listening.wait(5)
-    """
+    body = _LISTENING_THREAD.format(daemon=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VECTORSHIFT_")}
     env.update(remote.env)
     try:
