@@ -33,6 +33,24 @@ _CLEARED = (
 )
 
 
+#: Every frame type the server sends that the parser knows (PROTOCOL.md §3); the
+#: fuzz tests of the parser and of the live reader draw from it.
+INBOUND_FRAME_TYPES = (
+    "session_created",
+    "connect_session",
+    "message_delta",
+    "message_notification",
+    "post_message",
+    "post_messages",
+    "get_messages",
+    "pong",
+    "participant_status",
+    "error",
+    "disconnect_session",
+    "terminate_session",
+)
+
+
 def scaled(seconds: float) -> float:
     """A timing bound, scaled for the machine."""
     return seconds * TIME_SCALE

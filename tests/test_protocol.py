@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import pytest
+from conftest import INBOUND_FRAME_TYPES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -1198,20 +1199,6 @@ def test_frame_errors_are_value_errors() -> None:
 
 # --- robustness: parse_frame raises nothing but FrameError ----------------------------
 
-_KNOWN = [
-    "session_created",
-    "connect_session",
-    "message_delta",
-    "message_notification",
-    "post_message",
-    "post_messages",
-    "get_messages",
-    "pong",
-    "participant_status",
-    "error",
-    "disconnect_session",
-    "terminate_session",
-]
 _CONTENT_TYPES = [
     "data_type_message",
     "error_message",
@@ -1282,10 +1269,21 @@ def _parse_or_frame_error(text: Any) -> None:
     _check_parsed(parsed)
 
 
+def test_the_fuzzed_frame_types_are_the_types_the_parser_knows() -> None:
+    from vectorshift_sync._protocol import _HANDLERS
+
+    assert set(_HANDLERS) <= set(INBOUND_FRAME_TYPES)
+    for kind in INBOUND_FRAME_TYPES:
+        try:
+            parse_frame(json.dumps({"type": kind, "session_id": "s"}), "s")
+        except FrameError as exc:
+            assert not isinstance(exc, UnknownFrameError), kind
+
+
 # Deterministic sweep: every field of every frame/content type, with every odd value.
 
 
-@pytest.mark.parametrize("kind", _KNOWN)
+@pytest.mark.parametrize("kind", INBOUND_FRAME_TYPES)
 def test_every_top_level_field_with_every_odd_value(kind: str) -> None:
     for key in _TOP_KEYS:
         for value in _ODD:
@@ -1344,7 +1342,7 @@ _message = st.dictionaries(
 )
 _frames = st.builds(
     lambda kind, fields: {**fields, "type": kind},
-    st.sampled_from(_KNOWN),
+    st.sampled_from(INBOUND_FRAME_TYPES),
     st.dictionaries(
         st.sampled_from(_TOP_KEYS), _json | _message | st.lists(_message, max_size=3), max_size=5
     ),
