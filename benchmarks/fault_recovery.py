@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from typing import Callable, List, Tuple
 
 from vectorshift_sync import (
@@ -42,7 +43,8 @@ def _replies_lost(engine: LocalEngine, session: Session, got: List[str]) -> int:
         and m["content"].get("status") == "Complete"
         and m["content"].get("type") == "data_type_message"
     ]
-    return sum(1 for text in done if text not in got) + max(0, len(done) - len(got))
+    # Several turns may complete with the same text: count each one.
+    return sum((Counter(done) - Counter(got)).values())
 
 
 def _turn(session: Session, engine: LocalEngine, text: str) -> Tuple[float, List[str], str]:

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -36,24 +36,31 @@ from vectorshift_sync.events import SessionEventType  # noqa: E402
 from vectorshift_sync.session import Session  # noqa: E402
 
 STAGES = ("wake-up", "read + framing", "parse + route", "to the consumer")
+DELTA = SessionEventType.MESSAGE_DELTA
 
 
 class _Stamps(threading.local):
     """The latest time each stage finished, per thread (the reader's and the
-    consumer's reads must not overwrite each other's stamps)."""
+    consumer's reads must not overwrite each other's stamps), and the record of
+    the read being routed on this thread."""
 
     def __init__(self) -> None:
-        self.woke = self.read = self.routed = 0.0
+        self.woke = self.read = 0.0
+        self.record: List[Any] = []
 
 
 _stamps = _Stamps()
-_last: Dict[str, Any] = {}  # the stamps of the read that routed the newest event
+#: Per delta index: [woke, read, routed, thread] of the read that routed it. Joined
+#: with the consumer's rows only once the session is closed, when every read has
+#: finished: a consumer on another thread may take an event before its read is done.
+_by_index: Dict[int, List[Any]] = {}
 
 
 def _instrument() -> None:
     wait_readable = _transport.Transport.wait_readable
     read = _transport.Transport.read
     on_messages = Session._on_messages
+    fan_out = Session._fan_out_many
 
     def timed_wait(self: Any, timeout: float, poller: Optional[Any] = None) -> bool:
         ready = wait_readable(self, timeout, poller)
@@ -66,44 +73,40 @@ def _instrument() -> None:
         return messages
 
     def timed_route(self: Any, raws: List[bytes]) -> None:
+        record = [_stamps.woke, _stamps.read, 0.0, threading.get_ident()]
+        _stamps.record = record
         on_messages(self, raws)
-        _last.update(
-            woke=_stamps.woke,
-            read=_stamps.read,
-            routed=time.monotonic(),
-            by=threading.get_ident(),
-        )
+        record[2] = time.monotonic()
+
+    def noted_fan_out(self: Any, events: List[Any]) -> None:
+        for event in events:
+            if event.type is DELTA:
+                _by_index[event.data["index"]] = _stamps.record
+        fan_out(self, events)
 
     _transport.Transport.wait_readable = timed_wait  # type: ignore[method-assign]
     _transport.Transport.read = timed_read  # type: ignore[method-assign]
     Session._on_messages = timed_route  # type: ignore[method-assign]
+    Session._fan_out_many = noted_fan_out  # type: ignore[method-assign]
 
 
 def measure(agent_id: str, n: int, rate: float) -> Dict[str, Any]:
-    rows: List[List[float]] = []
-    own = 0
-    me = threading.get_ident()
+    seen: List[Tuple[int, float, float]] = []  # (index, taken by the consumer, sent)
     with Session(owner_type="agent", owner_id=agent_id) as session:
         with session.listen(maxsize=0, timeout=60) as events:
             session.send(f"{n} {rate}")
             for event in events:
-                if event.type is not SessionEventType.MESSAGE_DELTA:
-                    continue
-                now = time.monotonic()
-                sent = float(event.delta or 0.0)
-                stamps = dict(_last)
-                own += stamps["by"] == me
-                rows.append(
-                    [
-                        stamps["woke"] - sent,
-                        stamps["read"] - stamps["woke"],
-                        stamps["routed"] - stamps["read"],
-                        now - stamps["routed"],
-                        now - sent,
-                    ]
-                )
-                if len(rows) == n:
-                    break
+                if event.type is DELTA:
+                    seen.append((event.data["index"], time.monotonic(), float(event.delta or 0.0)))
+                    if len(seen) == n:
+                        break
+    me = threading.get_ident()
+    rows: List[List[float]] = []
+    own = 0
+    for index, now, sent in seen:
+        woke, read, routed, by = _by_index[index]
+        own += by == me
+        rows.append([woke - sent, read - woke, routed - read, now - routed, now - sent])
     return {"rows": rows, "own": own}
 
 

@@ -250,21 +250,25 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             return results
         print(f"scale: {args.sessions} sessions", file=sys.stderr, flush=True)
         scale_cmd = {"sessions": args.sessions, "n": args.scale_n, "rate": args.scale_rate}
-        proc = subprocess.run(
-            [sys.executable, str(HERE / "sync_driver.py"), "scale", json.dumps(scale_cmd)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=logs,
-            text=True,
-            timeout=300,
-            cwd=str(REPO),
-        )
-        lines = proc.stdout.strip().splitlines()
-        results["scale"] = (
-            json.loads(lines[-1])
-            if proc.returncode == 0 and lines
-            else {"error": f"scale run failed (exit {proc.returncode})"}
-        )
+        try:
+            proc = subprocess.run(
+                [sys.executable, str(HERE / "sync_driver.py"), "scale", json.dumps(scale_cmd)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=logs,
+                text=True,
+                timeout=300,
+                cwd=str(REPO),
+            )
+        except subprocess.TimeoutExpired:
+            results["scale"] = {"error": "scale run did not finish within 300 s"}
+        else:
+            lines = proc.stdout.strip().splitlines()
+            results["scale"] = (
+                json.loads(lines[-1])
+                if proc.returncode == 0 and lines
+                else {"error": f"scale run failed (exit {proc.returncode})"}
+            )
     finally:
         for driver in drivers.values():
             driver.close()

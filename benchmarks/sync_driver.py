@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import sys
 import threading
@@ -30,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import websocket  # noqa: E402
 from _percentiles import latency_summary  # noqa: E402
+from engine import raise_fd_limit  # noqa: E402
 
 from vectorshift_sync import Agent  # noqa: E402
 from vectorshift_sync._transport import open_transport  # noqa: E402
@@ -261,7 +261,8 @@ def latency_callbacks(n: int, rate: float) -> Dict[str, Any]:
     try:
         session.on(None, on_event)
         session.send(f"{n} {rate}")
-        done.wait(WAIT)
+        if not done.wait(WAIT):
+            raise TimeoutError(f"callbacks saw {len(samples)} of {n} paced deltas")
     finally:
         session.disconnect()
     return latency_summary(samples)
@@ -300,9 +301,8 @@ def _status() -> Dict[str, int]:
 
 def scale(sessions: int, n: int, rate: float, workers: int = 8) -> Dict[str, Any]:
     """Open ``sessions`` sessions, stream ``n`` deltas into each at once, count them."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < sessions + 256:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, sessions * 2 + 256), hard))
+    if raise_fd_limit() < sessions + 256:
+        raise RuntimeError(f"the open-files limit is too low for {sessions} sessions")
     base = _status()
     start = time.monotonic()
 
