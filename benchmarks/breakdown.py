@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine import flood_payloads  # noqa: E402
 from websockets.frames import Frame, Opcode  # noqa: E402
 from websockets.protocol import Protocol, Side, State  # noqa: E402
 
@@ -37,18 +38,7 @@ def best_us(run: Callable[[], Any], reps: int = 5) -> float:
 
 
 def main() -> int:
-    payloads = [
-        json.dumps(
-            {
-                "type": "message_delta",
-                "session_id": SID,
-                "message_id": "flood-c7965c",
-                "index": i,
-                "value": "tok ",
-            }
-        ).encode()
-        for i in range(N)
-    ]
+    payloads = flood_payloads(SID, N)
     blob = b"".join(Frame(Opcode.TEXT, p).serialize(mask=False) for p in payloads)
     chunks = [blob[i : i + 65536] for i in range(0, len(blob), 65536)]
 

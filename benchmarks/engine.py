@@ -72,6 +72,13 @@ def _delta(session_id: str, message_id: str, index: int, value: str) -> bytes:
     ).encode()
 
 
+def flood_payloads(session_id: str, n: int) -> List[bytes]:
+    """The ``n`` deltas of a ``Flood`` turn, encoded (``breakdown.py`` times the same)."""
+    message_id = "flood-" + session_id[-6:]
+    value = "tok "  # a typical small LLM token
+    return [_delta(session_id, message_id, i, value) for i in range(n)]
+
+
 def _write(connection: Any, payload: bytes) -> None:
     """Frame ``payload`` as a text message with websockets' protocol and write it."""
     with connection.send_context():
@@ -98,12 +105,9 @@ def flood_turn(ctx: TurnContext) -> None:
     """
     words = ctx.text.split()
     if words[0] == "prep":
-        n = int(words[1])
-        message_id = "flood-" + ctx.session_id[-6:]
-        value = "tok "  # a typical small LLM token
         blob = b"".join(
-            Frame(Opcode.TEXT, _delta(ctx.session_id, message_id, i, value)).serialize(mask=False)
-            for i in range(n)
+            Frame(Opcode.TEXT, payload).serialize(mask=False)
+            for payload in flood_payloads(ctx.session_id, int(words[1]))
         )
         with _prepared_lock:
             _prepared[ctx.session_id] = blob
