@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import Iterator, List
+from typing import Callable, Iterator, List, Type
 
 import pytest
 from conftest import scaled, until_turn_end
@@ -246,14 +246,19 @@ def test_on_reconnect_can_abort(engine: LocalEngine) -> None:
     session.disconnect()
 
 
+def _drop_and_keep_away(engine: LocalEngine, session: Session) -> None:
+    """Drop the session's connection and refuse its reconnects (503) until told."""
+    lost = threading.Event()
+    session.on(E.ERROR, lambda ev: lost.set() if ev.data.get("reconnecting") else None)
+    engine.faults.reject_handshake = 503
+    engine.drop_connections()
+    assert lost.wait(scaled(5))
+
+
 def test_send_while_reconnecting_waits_then_goes_through(engine: LocalEngine) -> None:
     agent = engine.add_agent("Story", turn=_slow_story)
     with _fast_session(agent) as session:
-        lost = threading.Event()
-        session.on(E.ERROR, lambda ev: lost.set() if ev.data.get("reconnecting") else None)
-        engine.faults.reject_handshake = 503
-        engine.drop_connections()
-        assert lost.wait(scaled(5))
+        _drop_and_keep_away(engine, session)
         threading.Timer(0.3, setattr, (engine.faults, "reject_handshake", None)).start()
         session.send("queued behind the reconnect")  # blocks until the session is back
         assert engine.wait_for_frame(
@@ -262,37 +267,28 @@ def test_send_while_reconnecting_waits_then_goes_through(engine: LocalEngine) ->
         )
 
 
-def test_send_while_reconnecting_is_bounded(engine: LocalEngine) -> None:
-    agent = engine.add_agent("Story", turn=_slow_story)
-    session = _fast_session(agent, write_timeout=0.3).connect()
-    try:
-        lost = threading.Event()
-        session.on(E.ERROR, lambda ev: lost.set() if ev.data.get("reconnecting") else None)
-        engine.faults.reject_handshake = 503
-        engine.drop_connections()
-        assert lost.wait(scaled(5))
-        started = time.monotonic()
-        with pytest.raises(SessionDisconnectedError, match="reconnecting"):
-            session.send("nobody home")
-        assert time.monotonic() - started < scaled(1.0)
-    finally:
-        session.disconnect()
-
-
-def test_connect_while_reconnecting_waits_for_the_reconnector_and_is_bounded(
+@pytest.mark.parametrize(
+    ("bound", "call", "error", "match"),
+    [
+        ("write_timeout", lambda s: s.send("hi"), SessionDisconnectedError, "reconnecting"),
+        ("connect_timeout", lambda s: s.connect(), SessionTimeoutError, "still reconnecting"),
+    ],
+    ids=["send", "connect"],
+)
+def test_send_and_connect_while_reconnecting_wait_for_it_and_are_bounded(
     engine: LocalEngine,
+    bound: str,
+    call: Callable[[Session], object],
+    error: Type[Exception],
+    match: str,
 ) -> None:
     agent = engine.add_agent("Story", turn=_slow_story)
-    session = _fast_session(agent, connect_timeout=0.3).connect()
+    session = _fast_session(agent, **{bound: 0.3}).connect()
     try:
-        lost = threading.Event()
-        session.on(E.ERROR, lambda ev: lost.set() if ev.data.get("reconnecting") else None)
-        engine.faults.reject_handshake = 503
-        engine.drop_connections()
-        assert lost.wait(scaled(5))
+        _drop_and_keep_away(engine, session)
         started = time.monotonic()
-        with pytest.raises(SessionTimeoutError, match="still reconnecting"):
-            session.connect()
+        with pytest.raises(error, match=match):
+            call(session)
         assert 0.3 <= time.monotonic() - started < scaled(1.0)
         assert not session.is_connected
     finally:
