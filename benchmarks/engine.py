@@ -1,9 +1,9 @@
-"""The benchmark engine: ``LocalEngine`` in a process of its own, with three agents.
+"""The benchmark engine: ``LocalEngine`` in a process of its own, with five agents.
 
-Started by ``benchmarks/run.py``; prints one JSON line to stdout
-(``{"port", "env", "agents": {"flood", "paced", "chorus", "trivial"}}``) and serves until stdin
-closes or SIGTERM. Agents (each turn is wrapped in ``Processing`` ... ``Idle`` by the
-engine; no echo of the user's post):
+Started by ``benchmarks/run.py`` and ``benchmarks/scale.py``; prints one JSON line to
+stdout (``{"port", "env", "agents": {"flood", "paced", "chorus", "burst", "trivial"}}``)
+and serves until stdin closes or SIGTERM. Agents (each turn is wrapped in
+``Processing`` ... ``Idle`` by the engine; no echo of the user's post):
 
 * ``Flood``: a turn ``prep N`` builds ``N`` ``message_delta`` frames (framed by
   websockets' own ``Frame.serialize``) and keeps them; the next turn, ``go``, writes
@@ -18,21 +18,32 @@ engine; no echo of the user's post):
   both SDKs alike.
 * ``Chorus``: the text is ``N R`` like ``Paced``, but one engine thread paces every
   session at once (the scale test).
+* ``Burst``: the text is ``go N`` or ``go N cut`` (``scale.py``). Writes ``N``
+  deltas with one ``sendall`` at once, framed from a template made once per ``N`` (a
+  ``bytes.replace`` of the session id, so thousands of turns starting together cost
+  the engine next to nothing), then the reply's ``Complete`` message through the
+  engine (recorded in history). With ``cut``, only the first half of the deltas is
+  written, then the connection is aborted (no close frame) and the reply completes
+  in history while the client is away.
 * ``Trivial``: does nothing (connect timing).
+
+``--cert FILE --key FILE`` serves ``https://`` and ``wss://`` with that certificate.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import resource
 import signal
+import ssl
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from websockets.frames import Frame, Opcode
 
@@ -209,21 +220,68 @@ def chorus_turn(ctx: TurnContext) -> None:
     _chorus.join(ctx, int(parts[0]), float(parts[1]))
 
 
+_TEMPLATE_ID = "0" * 24  # a session id is 24 hex characters: replaced in place
+_templates: Dict[int, Tuple[bytes, int]] = {}
+
+
+def burst_frames(session_id: str, n: int) -> Tuple[bytes, int]:
+    """``n`` framed deltas for ``session_id``, and the offset of the half-way frame."""
+    with _prepared_lock:
+        template = _templates.get(n)
+        if template is None:
+            frames = [
+                Frame(Opcode.TEXT, payload).serialize(mask=False)
+                for payload in flood_payloads(_TEMPLATE_ID, n)
+            ]
+            half = sum(len(frame) for frame in frames[: n // 2])
+            template = _templates[n] = (b"".join(frames), half)
+    blob, half = template
+    if len(session_id) != len(_TEMPLATE_ID):  # not an engine id: frame it the slow way
+        payloads = flood_payloads(session_id, n)
+        frames = [Frame(Opcode.TEXT, p).serialize(mask=False) for p in payloads]
+        return b"".join(frames), sum(len(frame) for frame in frames[: n // 2])
+    return blob.replace(_TEMPLATE_ID.encode(), session_id.encode()), half
+
+
+def burst_turn(ctx: TurnContext) -> None:
+    words = ctx.text.split()
+    n = int(words[1])
+    cut = words[2:3] == ["cut"]
+    blob, half = burst_frames(ctx.session_id, n)
+    for connection in _connections(ctx):
+        try:
+            _write_framed(connection, blob[:half] if cut else blob)
+        except Exception:  # the client went away: the reply still completes below
+            pass
+    if cut:
+        ctx.drop()  # no close frame; the reply completes in history meanwhile
+    ctx.complete("tok " * n, message_id="burst-" + ctx.session_id)
+
+
 def trivial_turn(ctx: TurnContext) -> None:
     return None
 
 
-def main() -> int:
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="the benchmark engine")
+    parser.add_argument("--cert", help="serve TLS with this certificate chain (PEM)")
+    parser.add_argument("--key", help="the certificate's private key (PEM)")
+    args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
     fds = raise_fd_limit()
     # 1,000 sessions: one handler + one reader thread per connection in websockets'
     # threading server, one turn worker per session; small stacks keep that cheap.
     threading.stack_size(512 * 1024)
-    engine = LocalEngine(API_KEY, demo=False)
+    context = None
+    if args.cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.cert, args.key)
+    engine = LocalEngine(API_KEY, demo=False, ssl_context=context)
     agents = {
         "flood": engine.add_agent("Flood", turn=flood_turn, echo=False),
         "paced": engine.add_agent("Paced", turn=paced_turn, echo=False),
         "chorus": engine.add_agent("Chorus", turn=chorus_turn, echo=False),
+        "burst": engine.add_agent("Burst", turn=burst_turn, echo=False),
         "trivial": engine.add_agent("Trivial", turn=trivial_turn, echo=False),
     }
     stop = threading.Event()
