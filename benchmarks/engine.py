@@ -18,11 +18,11 @@ and serves until stdin closes or SIGTERM. Agents (each turn is wrapped in
   both SDKs alike.
 * ``Chorus``: the text is ``N R`` like ``Paced``, but one engine thread paces every
   session at once (the scale test).
-* ``Burst``: the text is ``go N`` or ``go N cut`` (``scale.py``). Writes ``N``
-  deltas with one ``sendall`` at once, framed from a template made once per ``N`` (a
-  ``bytes.replace`` of the session id, so thousands of turns starting together cost
-  the engine next to nothing), then the reply's ``Complete`` message through the
-  engine (recorded in history). With ``cut``, only the first half of the deltas is
+* ``Burst``: the text is ``go N [cut] [burst]`` (``scale.py``). Writes ``N`` deltas,
+  each with a ``sendall`` of its own (``burst``: all with one), framed from a template
+  made once per ``N`` (a ``bytes.replace`` of the session id, so thousands of turns
+  starting together cost the engine little), then the reply's ``Complete`` message
+  through the engine (recorded in history). With ``cut``, only the first half of the deltas is
   written, then the connection is aborted (no close frame) and the reply completes
   in history while the client is away.
 * ``Trivial``: does nothing (connect timing).
@@ -221,36 +221,46 @@ def chorus_turn(ctx: TurnContext) -> None:
 
 
 _TEMPLATE_ID = "0" * 24  # a session id is 24 hex characters: replaced in place
-_templates: Dict[int, Tuple[bytes, int]] = {}
+_templates: Dict[int, Tuple[bytes, List[int]]] = {}
 
 
-def burst_frames(session_id: str, n: int) -> Tuple[bytes, int]:
-    """``n`` framed deltas for ``session_id``, and the offset of the half-way frame."""
+def burst_frames(session_id: str, n: int) -> Tuple[bytes, List[int]]:
+    """``n`` framed deltas for ``session_id`` in one blob, and where each frame ends."""
     with _prepared_lock:
         template = _templates.get(n)
         if template is None:
-            frames = [
-                Frame(Opcode.TEXT, payload).serialize(mask=False)
-                for payload in flood_payloads(_TEMPLATE_ID, n)
-            ]
-            half = sum(len(frame) for frame in frames[: n // 2])
-            template = _templates[n] = (b"".join(frames), half)
-    blob, half = template
+            template = _templates[n] = _framed(flood_payloads(_TEMPLATE_ID, n))
+    blob, ends = template
     if len(session_id) != len(_TEMPLATE_ID):  # not an engine id: frame it the slow way
-        payloads = flood_payloads(session_id, n)
-        frames = [Frame(Opcode.TEXT, p).serialize(mask=False) for p in payloads]
-        return b"".join(frames), sum(len(frame) for frame in frames[: n // 2])
-    return blob.replace(_TEMPLATE_ID.encode(), session_id.encode()), half
+        return _framed(flood_payloads(session_id, n))
+    return blob.replace(_TEMPLATE_ID.encode(), session_id.encode()), ends
+
+
+def _framed(payloads: List[bytes]) -> Tuple[bytes, List[int]]:
+    frames = [Frame(Opcode.TEXT, payload).serialize(mask=False) for payload in payloads]
+    ends, end = [], 0
+    for frame in frames:
+        end += len(frame)
+        ends.append(end)
+    return b"".join(frames), ends
 
 
 def burst_turn(ctx: TurnContext) -> None:
+    """``go N [cut] [burst]``: N deltas, each written with its own ``sendall`` (as a
+    server streaming tokens does), or all in one (``burst``); then the ``Complete``."""
     words = ctx.text.split()
     n = int(words[1])
-    cut = words[2:3] == ["cut"]
-    blob, half = burst_frames(ctx.session_id, n)
+    cut = "cut" in words[2:]
+    blob, ends = burst_frames(ctx.session_id, n)
+    if cut:
+        ends = ends[: n // 2]
+    pieces = [blob[: ends[-1]]] if "burst" in words[2:] and ends else []
+    if not pieces:
+        pieces = [blob[start:end] for start, end in zip([0] + ends[:-1], ends)]
     for connection in _connections(ctx):
         try:
-            _write_framed(connection, blob[:half] if cut else blob)
+            for piece in pieces:
+                _write_framed(connection, piece)
         except Exception:  # the client went away: the reply still completes below
             pass
     if cut:

@@ -126,6 +126,7 @@ class Runner:
         label = f"{section} {side} {form} N={n}"
         print(f"  {label} ...", file=sys.stderr, flush=True)
         base = {"section": section, "side": side, "form": form, "n": n, "deltas": deltas}
+        base["write"] = args.write
         base.update(tls=tls, cut_every=cut_every, load_before=_load())
         cfg = {
             "n": n,
@@ -134,6 +135,7 @@ class Runner:
             "timeout": args.timeout,
             "cut_every": cut_every,
             "connect_workers": args.connect_workers,
+            "write": args.write,
         }
         certs = None
         extra_env: Dict[str, str] = {}
@@ -401,8 +403,13 @@ def table(results: Dict[str, Any], args: argparse.Namespace) -> str:
             else f"official: NOT MEASURED ({results['official_missing']})"
         ),
         f"engine in its own process, a fresh one per row; each session streams one reply of "
-        f"{args.deltas} deltas, all at once; window bound {args.timeout:.0f} s; "
-        f"connect: {args.connect_workers} at a time",
+        f"{args.deltas} deltas, all sessions at once, "
+        + (
+            "each delta written on its own (--write frames)"
+            if args.write == "frames"
+            else "a reply's deltas in one write (--write burst)"
+        )
+        + f"; window bound {args.timeout:.0f} s; connect: {args.connect_workers} at a time",
     ]
     sections = [
         (
@@ -441,6 +448,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--n", type=_ints, help="sessions per row (200,1000,2000[,5000])")
     parser.add_argument("--forms", help="ours: listen,callbacks (both)")
     parser.add_argument("--deltas", type=int, default=100, help="deltas per reply (100)")
+    parser.add_argument(
+        "--write",
+        choices=("frames", "burst"),
+        default="frames",
+        help="the engine writes each delta with a sendall of its own (frames, as a server "
+        "streaming tokens does), or a reply's deltas with one (burst)",
+    )
     parser.add_argument("--tls", action="store_true", help="add the wss:// rows")
     parser.add_argument("--tls-n", type=int, help="wss:// many-sessions row (1,000; quick 20)")
     parser.add_argument(
@@ -449,7 +463,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--chaos", action="store_true", help="add the chaos rows")
     parser.add_argument("--chaos-n", type=int, help="chaos sessions (300; quick 20)")
     parser.add_argument("--timeout", type=float, help="bound of each window, s (120; quick 30)")
-    parser.add_argument("--teardown-timeout", type=float, default=60.0, help="s (60)")
+    parser.add_argument("--teardown-timeout", type=float, help="disconnect bound, s (60; quick 20)")
     parser.add_argument("--connect-workers", type=int, default=8, help="connects at a time (8)")
     parser.add_argument("--no-official", action="store_true", help="leave the official SDK out")
     parser.add_argument("--json", help="write every figure to this file")
@@ -469,6 +483,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "tls_one_deltas": 2000 if quick else 20000,
         "chaos_n": 20 if quick else 300,
         "timeout": 30.0 if quick else 120.0,
+        "teardown_timeout": 20.0 if quick else 60.0,
     }
     for name, value in defaults.items():
         if getattr(args, name) is None:

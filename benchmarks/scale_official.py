@@ -83,6 +83,7 @@ async def run(cfg: Dict[str, Any]) -> Dict[str, Any]:
     deltas: int = cfg["deltas"]
     timeout: float = cfg["timeout"]
     cut_every: int = cfg.get("cut_every") or 0
+    burst = " burst" if cfg.get("write") == "burst" else ""
     fd_limit = raise_fd_limit()
     if fd_limit < n + 64:
         return {"error": f"the open-files limit ({fd_limit}) is too low for {n} sessions"}
@@ -123,7 +124,7 @@ async def run(cfg: Dict[str, Any]) -> Dict[str, Any]:
     send_errors = 0
     for session, tally in zip(sessions, tallies):
         try:
-            await session.send(f"go {deltas}" + (" cut" if tally.cut else ""))
+            await session.send(f"go {deltas}" + (" cut" if tally.cut else "") + burst)
         except Exception:
             send_errors += 1
     sent_s = time.monotonic() - trigger

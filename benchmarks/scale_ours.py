@@ -165,6 +165,7 @@ def run(cfg: Dict[str, Any]) -> Dict[str, Any]:
     deltas: int = cfg["deltas"]
     timeout: float = cfg["timeout"]
     cut_every: int = cfg.get("cut_every") or 0
+    burst = " burst" if cfg.get("write") == "burst" else ""
     sslopt = {"ca_certs": cfg["ca"]} if cfg.get("ca") else None
     fd_limit = raise_fd_limit()
     if fd_limit < n + 64:
@@ -222,7 +223,7 @@ def run(cfg: Dict[str, Any]) -> Dict[str, Any]:
     send_errors = 0
     for session, tally in zip(sessions, tallies):
         try:
-            session.send(f"go {deltas}" + (" cut" if tally.cut else ""))
+            session.send(f"go {deltas}" + (" cut" if tally.cut else "") + burst)
         except Exception:
             send_errors += 1
     sent_s = time.monotonic() - trigger

@@ -9,6 +9,7 @@ run leaves the official rows out and says so; the test then checks that message.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -85,3 +86,50 @@ def test_latency_stages_split_a_paced_stream() -> None:
     # Not a speed check: that a waiting listen() really reads for itself.
     own = re.search(r"read by the consuming thread itself: ([\d,]+) of 300$", out, re.M)
     assert own and int(own.group(1).replace(",", "")) >= 150, out
+
+
+def _compat_required() -> bool:
+    return os.environ.get("VS_COMPAT_REQUIRED", "") not in ("", "0")
+
+
+@pytest.mark.timeout(150)
+def test_quick_scale_run_covers_every_section(tmp_path: Path) -> None:
+    """``scale.py --quick`` runs the web-server-shaped scenario, the ``wss://`` rows
+    and the chaos run, and what it observes on the way is correct: at this size no
+    delta is lost, every turn ends, nothing unexplained (ERROR, SESSION_CONNECTED)
+    happens, and in the chaos run every cut session's reply arrives exactly once."""
+    results = tmp_path / "scale.json"
+    # A TLS disconnect of the read-lease library can stall 30 s (reported, bounded).
+    out = _run_script("scale.py", "--quick", "--tls", "--chaos", "--json", str(results))
+    for heading in ("## vectorshift_sync scale benchmark", "### Scale", "### wss://", "### Chaos"):
+        assert heading in out, out
+    assert "FAILED" not in out, out
+    rows = json.loads(results.read_text())["rows"]
+    ours = [row for row in rows if row["side"] == "ours"]
+    seen = {(row["section"], row["form"], row["n"]) for row in ours}
+    for section, n in (("scale", 20), ("wss", 1), ("wss", 20), ("chaos", 20)):
+        for form in ("listen", "callbacks"):
+            assert (section, form, n) in seen, out
+    for row in ours:
+        what = f"{row['section']} {row['form']} N={row['n']}: {row}"
+        assert "error" not in row, what
+        assert row["unfinished"] == 0 and row["deltas_lost"] == 0, what
+        assert row["extra_events"] == 0, what
+        assert row["completes_lost"] == 0 and row["completes_repeated"] == 0, what
+        assert row["events"] >= row["deltas_expected"] > 0, what
+        if row["section"] == "chaos":
+            assert row["cut"] == 4 and row["cut_reconnected"] == 4, what
+            assert row["cut_recovered_twice"] == 0, what
+    assert re.search(r"^\| 20 \| ours \| listen \| \d+\.\d\d \| [\d,]+ \| \d", out, re.M), out
+    if _official_available() or _compat_required():
+        official = [row for row in rows if row["side"] == "official" and "error" not in row]
+        assert {(row["section"], row["n"]) for row in official} == {
+            ("scale", 20),
+            ("wss", 1),
+            ("wss", 20),
+            ("chaos", 20),
+        }, out
+        assert all(row["deltas_lost"] == 0 for row in official if row["section"] != "chaos"), out
+        assert re.search(r"^\| 20 \| ours \| listen \|.*\| \d+\.\d\dx \| \d+\.\d\dx \|", out, re.M)
+    else:
+        assert "official: NOT MEASURED" in out, out
