@@ -69,6 +69,7 @@ class Tally:
         "ended_at",
         "ended_early",
         "done",
+        "story",
     )
 
     def __init__(self, cut: bool) -> None:
@@ -84,6 +85,7 @@ class Tally:
         self.ended_at: Optional[float] = None
         self.ended_early = False  # the iteration stopped without a turn end
         self.done = threading.Event()
+        self.story: List[str] = []  # every event but the deltas, in order (diagnosis)
 
     def feed(self, event: SessionEvent) -> bool:
         """Count one event; True at the end of the turn."""
@@ -91,7 +93,14 @@ class Tally:
         kind = event.type
         if kind is E.MESSAGE_DELTA:
             self.deltas += 1
-        elif kind is E.MESSAGE_COMPLETE:
+            return False
+        status = event.data.get("status") if kind is E.PARTICIPANT_STATUS else None
+        marks = [name for name in ("recovered", "reconnected") if event.data.get(name)]
+        self.story.append(
+            f"{kind.value}{':' + str(status) if status else ''}"
+            f"{''.join(f'({mark})' for mark in marks)}@{self.deltas}"
+        )
+        if kind is E.MESSAGE_COMPLETE:
             if event.is_from_agent:
                 self.completes += 1
                 if event.data.get("recovered"):
@@ -274,6 +283,13 @@ def run(cfg: Dict[str, Any]) -> Dict[str, Any]:
         "cut_reconnected": sum(t.reconnected > 0 for t in cut),
         "cut_unfinished": sum(t.ended_at is None for t in cut),
         "recovered_uncut": sum(t.recovered for t in whole),
+        # What the first sessions that lost their reply saw (every event but deltas,
+        # "@k": after k deltas), to tell a lost reply from a miscount.
+        "lost_stories": [
+            {"cut": t.cut, "deltas": t.deltas, "events": t.story}
+            for t in tallies
+            if t.completes == 0
+        ][:5],
         "fd_limit": fd_limit,
     }
     sys.stdout.write(json.dumps(result) + "\n")
