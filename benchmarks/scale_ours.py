@@ -247,6 +247,7 @@ def run(cfg: Dict[str, Any]) -> Dict[str, Any]:
     cpu = time.process_time() - cpu0
     rss_peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
+    ends = [t.ended_at for t in tallies if t.ended_at is not None]
     finished = [t for t in tallies if t.ended_at is not None]
     cut = [t for t in tallies if t.cut]
     whole = [t for t in tallies if not t.cut]
@@ -258,7 +259,7 @@ def run(cfg: Dict[str, Any]) -> Dict[str, Any]:
         "deltas": deltas,
         "connect_s": connect_s,
         "send_s": sent_s,
-        "wall_s": (max(t.ended_at for t in finished) - trigger) if finished else None,
+        "wall_s": max(ends) - trigger if ends else None,
         "window_s": window_end - trigger,
         "timed_out": len(finished) < n and window_end >= deadline,
         "cpu_s": cpu,
