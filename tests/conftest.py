@@ -77,7 +77,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-_SESSION_THREADS = ("vectorshift-reader", "vectorshift-callbacks", "vectorshift-reconnect")
+_SESSION_THREADS = ("vectorshift-io", "vectorshift-callbacks", "vectorshift-reconnect")
 
 
 @pytest.fixture

@@ -283,8 +283,8 @@ def high_descriptors() -> Iterator[None]:
 def test_a_session_on_a_descriptor_above_fd_setsize_works(local_engine: LocalEngine) -> None:
     agent = local_engine.add_agent("Echo", turn=lambda ctx: ctx.stream("pong " + ctx.text))
     with Session(owner_type="agent", owner_id=agent) as session:
-        transport = session._transport
-        assert transport is not None and transport._sock.fileno() > 1024
+        connection = session._connection
+        assert connection is not None and connection.fileno() > 1024
         assert session.ask("ping", timeout=scaled(10)).text == "pong ping"
 
 
@@ -386,32 +386,52 @@ def test_take_now_returns_what_take_would_in_order_and_stops_before_the_end() ->
 
 
 def test_fragmented_messages_are_assembled_across_reads_and_binary_is_skipped() -> None:
-    """websockets hands over frames, not messages: ``Transport`` joins continuation
+    """websockets hands over frames, not messages: ``Connection`` joins continuation
     frames itself (the server may fragment a long message), and drops binary ones."""
+    import select
     import socket
 
     from websockets.frames import Frame, Opcode
 
-    from vectorshift_sync._transport import Transport
+    from vectorshift_sync._connection import Connection, ConnectionSink, TransportClosed
+
+    class Collect(ConnectionSink):
+        def __init__(self) -> None:
+            self.messages: List[bytes] = []
+            self.ended: List[TransportClosed] = []
+
+        def connection_messages(self, connection: Connection, messages: List[bytes]) -> None:
+            self.messages.extend(bytes(m) for m in messages)
+
+        def connection_ended(self, connection: Connection, ending: TransportClosed) -> None:
+            self.ended.append(ending)
+
+        def keepalive_frame(self) -> None:
+            return None
 
     ours, server = socket.socketpair()
-    ours.settimeout(scaled(5))
-    transport = Transport(ours, max_message_size=None)
+    sink = Collect()
+    connection = Connection(
+        ours, sink, max_message_size=None, write_timeout=5.0, ping_interval=5.0, idle_timeout=15.0
+    )
     try:
 
         def write(*frames: Frame) -> None:
             server.sendall(b"".join(frame.serialize(mask=False) for frame in frames))
-            assert transport.wait_readable(scaled(5))
+            assert select.select([ours], [], [], scaled(5))[0]
+            connection.on_readable()  # what the I/O thread does when the socket is ready
 
         write(Frame(Opcode.TEXT, b'{"a": "hel', fin=False), Frame(Opcode.CONT, b"lo ", fin=False))
-        assert transport.read() == []  # nothing whole yet
+        assert sink.messages == []  # nothing whole yet
         write(
             Frame(Opcode.CONT, b'world"}'),
             Frame(Opcode.BINARY, b"\x00", fin=False),
             Frame(Opcode.CONT, b"\x01"),
             Frame(Opcode.TEXT, b'"whole"'),
         )
-        assert [bytes(m) for m in transport.read() or []] == [b'{"a": "hello world"}', b'"whole"']
+        assert sink.messages == [b'{"a": "hello world"}', b'"whole"']
+        assert not sink.ended
     finally:
-        transport.release()
+        connection.abort()
+        assert connection.finished.wait(scaled(5))
         server.close()

@@ -154,14 +154,13 @@ def test_a_reader_starved_past_idle_timeout_with_bytes_waiting_is_not_half_open(
     agent = engine.add_agent("Story", turn=_slow_story)
     session = _fast_session(agent, ping_interval=5.0, idle_timeout=0.5).connect()
     try:
-        reader = session._reader
         route = session._on_messages
         stalled: List[int] = []
         read_again = threading.Event()
 
         def stall_once(raws: List[bytes]) -> None:
             route(raws)
-            if threading.current_thread() is reader:
+            if threading.current_thread().name == "vectorshift-io":
                 if stalled:
                     read_again.set()
                 else:

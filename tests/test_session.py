@@ -449,10 +449,19 @@ def test_a_callback_may_send_respond_and_disconnect(engine: LocalEngine) -> None
 
 
 def test_threads_are_named_daemon_and_bounded(session: Session) -> None:
-    session.on(None, lambda ev: None)
-    mine = [t for t in threading.enumerate() if t.name.startswith("vectorshift-")
-            and session.session_id in t.name]
-    assert sorted(t.name.split("-")[1] for t in mine) == ["callbacks", "reader"]
+    """One I/O thread serves the process; callbacks run on the shared pool."""
+    ran = threading.Event()
+    session.on(None, lambda ev: ran.set())
+    session.send("hi")
+    assert ran.wait(scaled(5))
+    mine = [
+        t
+        for t in threading.enumerate()
+        if t.name.startswith(("vectorshift-io", "vectorshift-callbacks", "vectorshift-reconnect"))
+    ]
+    kinds = sorted({t.name.rsplit("-", 1)[0] if t.name[-1].isdigit() else t.name for t in mine})
+    assert kinds == ["vectorshift-callbacks", "vectorshift-io"]
+    assert [t.name for t in mine].count("vectorshift-io") == 1
     assert all(t.daemon for t in mine)
 
 
@@ -624,7 +633,7 @@ def test_an_abandoned_listener_is_pruned_not_flooded(
         done = _turn_done(session)
         session.send("go")
         assert done.wait(scaled(5))
-        assert session._listeners == ()
+        assert session._fanout.listeners == ()
         assert "queue full" not in caplog.text
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
+from ._pool import set_worker_limits
 from ._recovery import ReconnectAttempt, ReconnectPolicy
 from .agent import Agent, AgentRunResult, AgentType, ConversationalAgentRunResult
 from .chatbot import Chatbot
@@ -70,6 +71,7 @@ __all__ = [
     "TurnResult",
     "ReconnectPolicy",
     "ReconnectAttempt",
+    "set_worker_limits",
     # errors
     "VectorshiftError",
     "VectorshiftApiError",

@@ -2,21 +2,19 @@
 
 Threading model
 ---------------
-Each connected session runs one **reader thread**. It reads the socket, parses
-frames, routes replies to the call waiting for them, and fans events out to
-subscriber queues. It also sends the 5-second ``ping_session`` heartbeat and notices
-a silent (half-open) connection, so no timer thread is needed. It never runs user
-code. If callbacks are registered with :meth:`Session.on`, a second **dispatcher
-thread** runs them in order. Both are daemon threads and both are joined by
-:meth:`Session.disconnect`.
+A process has **one I/O thread** (``vectorshift-io``) for all of its sessions. It
+waits on every session's socket at once, reads, frames, parses and routes: replies
+to the call waiting for them, events to subscriber queues. Heartbeats and the
+half-open check are timers on the same thread. It never runs user code and never
+waits for one connection. It starts with the first ``connect()`` and ends by itself
+once the last session is gone.
 
-A consumer that finds its queue empty (a ``listen()`` iterator, ``stream()``, the
-dispatcher) would otherwise sleep until the reader wakes it; instead it takes a
-short **read lease** and does the reader's job itself, so the event reaches it
-without a thread hand-off. One thread reads at a time (``_read_lock`` is held
-for every read and its routing); the reader parks while the lease is held and takes
-reading back whenever the holder has been away for more than ``_LEASE`` seconds, so
-a slow consumer never stalls the others, the heartbeat or a reply.
+Consumers (``listen()`` iterators, ``stream()``, ``ask()``, replies) only wait on
+their own queues, in slices so that Ctrl-C gets through. Callbacks registered with
+:meth:`Session.on` run on a small shared pool (8 threads by default): one session's
+callbacks in order, one at a time; different sessions' in parallel. Reconnect
+handshakes run on another small pool (4 threads), with their back-off on the I/O
+thread's timers. See :func:`vectorshift_sync.set_worker_limits`.
 
 Delivery model
 --------------
@@ -32,46 +30,48 @@ queue drops the offending event and hands its consumer an ``ERROR`` event with
 from __future__ import annotations
 
 import atexit
+import enum
 import logging
 import os
 import queue
+import socket
 import threading
-import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import closing
 from types import TracebackType
 from typing import (
     Any,
-    Callable,
     FrozenSet,
     Generator,
-    Iterator,
     List,
     Optional,
-    Tuple,
     Type,
     TypeVar,
     Union,
 )
 
 from . import _protocol as proto
+from ._callbacks import Callback, CallbackErrorHook, Callbacks
 from ._config import resolve_api_key, ws_session_url
-from ._interrupts import HeldInterrupt
+from ._connection import Connection, ConnectionSink, TransportClosed, open_socket
+from ._deadline import Deadline
+from ._fanout import FanOut, Listener, event_type_set
 from ._protocol import Content, FileLike, SendManyItem, UserSessionMessage
+from ._reconnect import Reconnector
 from ._recovery import (
     ReconnectAttempt,
     ReconnectHook,
     ReconnectPolicy,
-    is_recoverable,
     missed_replies,
 )
-from ._subscribers import SLICE, Ended, SubscriberQueue
-from ._transport import SessionConnectionError, Transport, TransportClosed, open_transport
+from ._replies import ReplyDesk
+from ._subscribers import Ended, SubscriberQueue
 from .errors import (
     ArgumentTypeError,
     ConversationalRunActionRequiredError,
     InvalidArgumentError,
+    SessionConnectionError,
     SessionDisconnectedError,
     SessionError,
     SessionForkedError,
@@ -99,20 +99,24 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Callback = Callable[[SessionEvent], Any]
-CallbackErrorHook = Callable[[BaseException, SessionEvent], Any]
 EventTypes = Union[SessionEventType, str, Sequence[Union[SessionEventType, str]], None]
 _F = TypeVar("_F", bound=Callback)
 
-_NEW, _CONNECTING, _OPEN, _CLOSING, _CLOSED = "new", "connecting", "open", "closing", "closed"
-_RECONNECTING = "reconnecting"
-
 _LIVE: "weakref.WeakSet[Session]" = weakref.WeakSet()
 
-#: How long a consumer holding the read lease may be away (running its own code)
-#: before the reader thread takes reading back. Also the reader's wake-up period
-#: while the lease is held.
-_LEASE = 0.01
+
+class _State(enum.Enum):
+    """Where a session is in its life."""
+
+    NEW = "new"
+    CONNECTING = "connecting"
+    OPEN = "open"
+    RECONNECTING = "reconnecting"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+_ACTIVE = (_State.CONNECTING, _State.OPEN, _State.RECONNECTING)
 
 
 class ApprovalResponse:
@@ -135,22 +139,28 @@ class ApprovalResponse:
         )
 
 
-class _Waiter:
-    """A call blocked on the reply to one request (replies carry no request id)."""
+class _Sink(ConnectionSink):
+    """What the I/O thread reports to a session (kept off the public class)."""
 
-    __slots__ = ("kind", "replies", "accept_untyped")
+    __slots__ = ("_session",)
 
-    def __init__(self, kind: str, *, accept_untyped: bool) -> None:
-        self.kind = kind
-        self.replies: "queue.Queue[Optional[proto.Reply]]" = queue.Queue()
-        self.accept_untyped = accept_untyped
+    def __init__(self, session: Session) -> None:
+        self._session = session
 
-    def accepts(self, reply: proto.Reply) -> bool:
-        if reply.request_type is None:
-            return self.accept_untyped
-        return reply.request_type == self.kind
+    def connection_messages(self, connection: Connection, messages: List[bytes]) -> None:
+        session = self._session
+        if session._connection is connection:
+            session._on_messages(messages)
 
+    def connection_ended(self, connection: Connection, ending: TransportClosed) -> None:
+        self._session._on_connection_end(connection, ending)
 
+    def keepalive_frame(self) -> Optional[str]:
+        session = self._session
+        session_id = session._session_id
+        if session_id and session._state is _State.OPEN:
+            return proto.encode_ping(session_id)
+        return None
 class Session:
     """A live, multi-turn conversation with an Agent or Chatbot, without asyncio.
 
@@ -242,51 +252,52 @@ class Session:
         self._max_message_size = max_message_size
         self._sslopt = dict(sslopt) if sslopt else None
         self._proxy = dict(proxy) if proxy else None
-        self._on_callback_error = on_callback_error
         if reconnect is True:
             reconnect = ReconnectPolicy()
         self._policy: Optional[ReconnectPolicy] = reconnect or None
         self._on_reconnect = on_reconnect
 
-        # One lock for shared state; never held while user code runs or while
-        # blocking on the network (sends happen outside it).
+        # One lock for shared state, also the fan-out's; never held while user code
+        # runs or while blocking on the network (writes happen outside it).
         self._lock = threading.Lock()
         self._lifecycle = threading.Lock()  # serialises connect() and close
         self._request_lock = threading.Lock()  # one get_messages() in flight
-        self._state = _NEW
+        self._state = _State.NEW
         self._pid: Optional[int] = None
         self._terminated = False
         self._lost_reason: Optional[str] = None
-        self._transport: Optional[Transport] = None
-        self._reader: Optional[threading.Thread] = None
-        self._waiter: Optional[_Waiter] = None
-        self._listeners: Tuple[SubscriberQueue, ...] = ()
-        self._backlog = SubscriberQueue(backlog)
-        self._callbacks: Tuple[Tuple[Optional[FrozenSet[SessionEventType]], Callback], ...] = ()
-        self._dispatch_queue: Optional[SubscriberQueue] = None
-        self._dispatcher: Optional[threading.Thread] = None
+        self._connection: Optional[Connection] = None
+        self._sink = _Sink(self)
+        self._replies = ReplyDesk()
+        self._fanout = FanOut(self._lock, backlog)
+        self._callbacks = Callbacks(on_callback_error)
+        self._fanout.extra = self._callbacks.post
+        self._reconnector: Optional[Reconnector] = None
+        if self._policy is not None:
+            self._reconnector = Reconnector(
+                self._policy,
+                on_reconnect,
+                connect_timeout=self._connect_timeout,
+                session_id=lambda: self._session_id or "",
+                attach=self._reattach,
+                reconcile=self._reconcile,
+                give_up=self._reconnect_failed,
+            )
         self._unknown_kinds: set[str] = set()
-        self._opened = threading.Event()  # set exactly while the state is _OPEN
-        self._stop_reconnect = threading.Event()
-        self._reconnector: Optional[threading.Thread] = None
+        self._opened = threading.Event()  # set exactly while the state is OPEN
         self._reconnect_attempts = 0
         # What the client has seen, to find replies it missed while reconnecting.
         self._delivered: set[str] = set()
         self._last_seen: Optional[str] = None
         self._history_known = True  # False while a resumed session has seen nothing
-        # Who reads the socket: the reader thread, or the consumer thread holding
-        # the read lease (see _await_events). _read_lock is held for every read and
-        # its routing, so exactly one thread reads at a time. It is always taken as
-        # ``with self._read_lock`` (C-level enter/exit): a Condition's Python-level
-        # __enter__ can take the lock and then be cut short by Ctrl-C, leaving it
-        # held for good. _read_cond (same lock) only parks and wakes the reader.
-        self._read_lock = threading.Lock()
-        self._read_cond = threading.Condition(self._read_lock)
-        self._helper: Optional[int] = None  # thread ident holding the lease
-        self._helper_busy = False  # the holder is inside _await_events (not away)
-        self._helper_since = 0.0  # when the holder last went away
-        self._ending: Optional[Tuple[Transport, TransportClosed]] = None  # seen by a holder
-        self._last_data = 0.0  # when the socket last gave bytes (half-open detection)
+
+    @property
+    def _on_callback_error(self) -> Optional[CallbackErrorHook]:
+        return self._callbacks.on_error
+
+    @_on_callback_error.setter
+    def _on_callback_error(self, hook: Optional[CallbackErrorHook]) -> None:
+        self._callbacks.on_error = hook
 
     # --- state ------------------------------------------------------------------
 
@@ -298,17 +309,17 @@ class Session:
     @property
     def is_connected(self) -> bool:
         """True while the WebSocket is open and the session attached."""
-        transport = self._transport
-        return self._state == _OPEN and transport is not None and not transport.closed
+        connection = self._connection
+        return self._state is _State.OPEN and connection is not None and not connection.closed
 
     def __repr__(self) -> str:
         owner = f"{self._owner_type}:{self._owner_id}" if self._owner_type else "-"
-        return f"<Session id={self._session_id!r} owner={owner} state={self._state}>"
+        return f"<Session id={self._session_id!r} owner={owner} state={self._state.value}>"
 
     # --- lifecycle ----------------------------------------------------------------
 
     def connect(self) -> Session:
-        """Open the WebSocket, create or attach to the session, start the reader.
+        """Open the WebSocket, create or attach to the session, hand it to the I/O thread.
 
         Blocks until the engine has acknowledged the session, at most
         ``connect_timeout`` seconds. Calling it on a connected session does nothing;
@@ -340,17 +351,9 @@ class Session:
                     "no API key configured: pass api_key=, set vectorshift_sync.api_key, "
                     "or set the VECTORSHIFT_API_KEY environment variable"
                 )
-            deadline = time.monotonic() + self._connect_timeout
-            transport = open_transport(
-                ws_session_url(),
-                key,
-                timeout=self._connect_timeout,
-                max_message_size=self._max_message_size,
-                sslopt=self._sslopt,
-                proxy=self._proxy,
-                write_timeout=self._write_timeout,
-            )
-            self._start(transport, _CONNECTING)
+            deadline = Deadline(self._connect_timeout)
+            sock = self._dial(key, self._connect_timeout)
+            self._attach(sock, _State.CONNECTING)
             resumed = bool(self._session_id)
             try:
                 if resumed:
@@ -358,17 +361,13 @@ class Session:
                 else:
                     reply = self._handshake("create_session", deadline)
                     self._session_id = reply.session_id
-                    for thread in (self._reader, self._dispatcher):
-                        if thread is not None:  # name threads after the session
-                            thread.name = thread.name.rsplit("-", 1)[0] + "-" + reply.session_id
                     self._handshake("connect_session", deadline)
             except BaseException:
                 self._shutdown(goodbye=None)
                 raise
             with self._lock:
-                self._set_state(_OPEN)
+                self._set_state(_State.OPEN)
                 self._lost_reason = None
-                self._stop_reconnect.clear()
                 if resumed and self._last_seen is None:
                     self._history_known = False
             _LIVE.add(self)
@@ -379,9 +378,9 @@ class Session:
         """Detach this client; the session stays on the engine and can be resumed.
 
         Ends every ``listen()`` iterator at once, sends ``disconnect_session`` and a
-        close frame, and stops both threads, waiting at most a few
-        ``close_timeout`` periods whatever the server does. Idempotent; any thread,
-        including a callback, may call it.
+        close frame, and lets the callbacks queued so far finish, waiting at most a
+        few ``close_timeout`` periods whatever the server does. Idempotent; any
+        thread, including a callback, may call it.
         """
         self._close("disconnect")
 
@@ -512,7 +511,7 @@ class Session:
         usable). Ctrl-C interrupts the wait. Raises
         :class:`SessionDisconnectedError` when the session is not connected.
         """
-        types = _event_type_set(event_types)
+        types = event_type_set(event_types)
         if isinstance(maxsize, bool) or not isinstance(maxsize, int):
             raise ArgumentTypeError(f"maxsize must be an int, not {type(maxsize).__name__}")
         if timeout is not None:
@@ -526,19 +525,15 @@ class Session:
         self._check_fork()
         subscriber = SubscriberQueue(maxsize, types)
         with self._lock:
-            if self._state in (_OPEN, _CONNECTING, _RECONNECTING):
-                if fresh:
-                    self._backlog.clear()
-                else:
-                    subscriber.give(self._backlog.drain())
-                self._listeners = self._listeners + (subscriber,)
-            elif (
-                not fresh and self._state == _CLOSED and self._lost_reason and self._backlog.qsize()
-            ):
+            if self._state in _ACTIVE:
+                self._fanout.subscribe_locked(subscriber, fresh=fresh)
+            elif not (
+                not fresh
+                and self._state is _State.CLOSED
+                and self._lost_reason
                 # The link died with events nobody took yet: hand them over, then end.
-                subscriber.give(self._backlog.drain())
-                subscriber.close()
-            else:
+                and self._fanout.hand_over_locked(subscriber)
+            ):
                 raise SessionDisconnectedError(self._not_connected_message())
         return subscriber
 
@@ -576,7 +571,7 @@ class Session:
     def _turn_events(
         self, listener: _Listener, tracker: TurnTracker, timeout: Optional[float]
     ) -> Generator[SessionEvent, None, None]:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = Deadline(timeout).when
         with listener:
             while True:
                 try:
@@ -637,23 +632,23 @@ class Session:
     def on(self, event_types: EventTypes, callback: Optional[_F] = None) -> Any:
         """Call ``callback(event)`` for every event of ``event_types`` (None: all).
 
-        Callbacks run one at a time, in arrival order, on the session's dispatcher
-        thread, never on the reader. A callback that raises is logged with its
+        Callbacks run one at a time, in arrival order, on the shared callback pool,
+        never on the I/O thread. A callback that raises is logged with its
         traceback (and passed to ``on_callback_error``); the others and all
         listeners carry on. A callback may call ``send()``, ``respond()`` or
         ``disconnect()``. Without ``callback`` this returns a decorator. Returns
         the callback; remove it with :meth:`off`.
         """
-        types = _event_type_set(_as_iterable(event_types))
+        types = event_type_set(_as_iterable(event_types))
 
         def register(fn: _F) -> _F:
             if not callable(fn):
                 raise ArgumentTypeError(f"callback must be callable, not {type(fn).__name__}")
             self._check_fork()
             with self._lock:
-                self._callbacks = self._callbacks + ((types, fn),)
-                if self._state in (_CONNECTING, _OPEN, _RECONNECTING):
-                    self._start_dispatcher()
+                self._callbacks.add(types, fn)
+                if self._state in _ACTIVE:
+                    self._callbacks.start()
             return fn
 
         if callback is None:
@@ -665,10 +660,7 @@ class Session:
         if self._forked():
             return False  # the callbacks run in the parent; its locks may be held here
         with self._lock:
-            kept = tuple(entry for entry in self._callbacks if entry[1] is not callback)
-            removed = len(kept) != len(self._callbacks)
-            self._callbacks = kept
-        return removed
+            return self._callbacks.remove(callback)
 
     def get_messages(self, *, timeout: Optional[float] = None) -> List[SessionMessage]:
         """Fetch the session's full history as :class:`SessionMessage` objects.
@@ -682,20 +674,18 @@ class Session:
         if timeout is not None:
             _check_positive("timeout", timeout)
         self._check_fork()  # before any lock: a forked child may inherit them taken
-        deadline = time.monotonic() + (self._request_timeout if timeout is None else timeout)
+        deadline = Deadline(self._request_timeout if timeout is None else timeout)
         _acquire(self._request_lock, deadline, "message history")
         try:
             session_id = self._require_open()
-            waiter = _Waiter("get_messages", accept_untyped=False)
             with self._lock:
-                self._waiter = waiter
+                waiter = self._replies.expect_locked("get_messages", accept_untyped=False)
             try:
                 self._send_frame(proto.encode_get_messages(session_id))
-                reply = self._await_reply(waiter, deadline, "the message history")
+                reply = waiter.wait(deadline, "the message history", self._lost)
             finally:
                 with self._lock:
-                    if self._waiter is waiter:
-                        self._waiter = None
+                    self._replies.forget_locked(waiter)
         finally:
             self._request_lock.release()
         if not reply.ok:
@@ -704,36 +694,44 @@ class Session:
 
     # --- internals: connecting --------------------------------------------------------
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: _State) -> None:
         # Called with self._lock held.
         self._state = state
-        if state == _OPEN:
+        if state is _State.OPEN:
             self._opened.set()
         else:
             self._opened.clear()
 
-    def _start(self, transport: Transport, state: str) -> None:
-        reader = threading.Thread(
-            target=self._read_loop,
-            args=(transport,),
-            name=f"vectorshift-reader-{self._session_id or hex(id(self))}",
-            daemon=True,
+    def _dial(self, key: str, timeout: float) -> socket.socket:
+        """The WebSocket handshake, on the caller's thread (proxies, TLS, headers)."""
+        return open_socket(
+            ws_session_url(), key, timeout=timeout, sslopt=self._sslopt, proxy=self._proxy
         )
-        with self._read_lock:  # a new connection: no lease, no end seen yet
-            self._drop_lease_locked()
-            self._ending = None
+
+    def _attach(self, sock: socket.socket, state: _State) -> Connection:
+        """Hand a dialled socket to the I/O thread as this session's connection."""
+        connection = Connection(
+            sock,
+            self._sink,
+            max_message_size=self._max_message_size,
+            write_timeout=self._write_timeout,
+            ping_interval=self._ping_interval,
+            idle_timeout=self._idle_timeout,
+        )
         with self._lock:
-            self._transport = transport
-            self._reader = reader
+            if state is _State.RECONNECTING and self._state is not _State.RECONNECTING:
+                sock.close()  # closed while the attempt dialled
+                raise SessionDisconnectedError("the session was closed while reconnecting")
+            self._connection = connection
             self._set_state(state)
             self._pid = os.getpid()
-            if self._callbacks:
-                self._start_dispatcher()
-        reader.start()  # last step of setup
+            self._callbacks.start()
+        connection.start()  # last step of setup
+        return connection
 
-    def _handshake(self, kind: str, deadline: float) -> proto.Reply:
-        transport = self._transport
-        if transport is None:  # the reader already saw the connection end
+    def _handshake(self, kind: str, deadline: Deadline) -> proto.Reply:
+        connection = self._connection
+        if connection is None:  # the connection already ended
             raise SessionDisconnectedError(
                 f"the connection closed before {kind} could be sent"
                 + (f" ({self._lost_reason})" if self._lost_reason else "")
@@ -743,245 +741,23 @@ class Session:
         else:
             assert self._session_id
             frame = proto.encode_connect_session(self._session_id)
-        waiter = _Waiter(kind, accept_untyped=True)
-        with self._lock:
-            self._waiter = waiter  # registered before sending: the reply cannot race it
+        with self._lock:  # registered before sending: the reply cannot race it
+            waiter = self._replies.expect_locked(kind, accept_untyped=True)
         try:
-            transport.send_text(frame)
-            reply = self._await_reply(waiter, deadline, f"the {kind} acknowledgement")
+            connection.send_text(frame)
+            reply = waiter.wait(deadline, f"the {kind} acknowledgement", self._lost)
         finally:
             with self._lock:
-                if self._waiter is waiter:
-                    self._waiter = None
+                self._replies.forget_locked(waiter)
         if not reply.ok:
             target = self._session_id or f"{self._owner_type} {self._owner_id}"
             raise SessionRefusedError(f"the engine refused {kind} for {target!r}: {reply.error}")
         return reply
 
-    def _await_reply(self, waiter: _Waiter, deadline: float, what: str) -> proto.Reply:
-        self._step_aside()  # the reader must read the reply at once
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise SessionTimeoutError(f"timed out waiting for {what}")
-            try:
-                reply = waiter.replies.get(timeout=min(SLICE, remaining))
-            except queue.Empty:
-                continue
-            if reply is None:
-                raise SessionDisconnectedError(
-                    f"the connection closed while waiting for {what}"
-                    + (f" ({self._lost_reason})" if self._lost_reason else "")
-                )
-            return reply
+    def _lost(self) -> str:
+        return self._lost_reason or ""
 
-    # --- internals: the reader thread -----------------------------------------------
-
-    def _read_loop(self, transport: Transport) -> None:
-        ending: Optional[TransportClosed] = None
-        cond, lock = self._read_cond, self._read_lock
-        try:
-            now = time.monotonic()
-            next_ping = now + self._ping_interval
-            self._last_data = now
-            while True:
-                now = time.monotonic()
-                if now >= next_ping:
-                    next_ping = now + self._ping_interval
-                    self._heartbeat(transport)
-                if now - self._last_data >= self._idle_timeout:
-                    if not transport.wait_readable(0.0):
-                        ending = TransportClosed(
-                            f"no data from the server for {self._idle_timeout:g}s; "
-                            "the connection looks half-open"
-                        )
-                        break
-                    # Bytes are waiting: this process was starved of CPU, the link
-                    # is fine. Read them now, whoever holds the lease.
-                    with lock:
-                        self._drop_lease_locked()
-                wait = max(0.0, min(next_ping, self._last_data + self._idle_timeout) - now)
-                if self._helper is not None or self._ending is not None:
-                    with lock:
-                        ending = self._end_handed_locked(transport)
-                        if ending is not None:
-                            break
-                        if self._helper is not None and not self._reclaim_locked(transport):
-                            # Look again soon while the holder is away; while it is
-                            # reading, less often: it gives the lease back itself
-                            # after a quiet SLICE.
-                            if self._helper_busy:
-                                cond.wait(min(wait, _LEASE * 5))
-                            else:
-                                away = self._helper_since + _LEASE - time.monotonic()
-                                cond.wait(max(0.0005, min(wait, away)))
-                            continue
-                if not transport.wait_readable(wait):
-                    continue
-                with lock:
-                    if self._helper is not None:
-                        continue  # a consumer took the lease while this thread waited
-                    ending = self._end_handed_locked(transport)
-                    if ending is not None:
-                        break
-                    messages = transport.read()
-                    if messages is not None:
-                        self._last_data = time.monotonic()
-                        if messages:
-                            self._on_messages(messages)
-        except TransportClosed as closed:
-            ending = closed
-        except BaseException as exc:  # a bug here must not leave listeners hanging
-            logger.exception("session reader failed")
-            ending = TransportClosed(f"internal reader failure: {exc!r}")
-        finally:
-            with lock:  # waits out a lease holder's read in progress
-                self._drop_lease_locked()
-            self._reader_exited(transport, ending)
-
-    def _reclaim_locked(self, transport: Transport) -> bool:
-        """Take reading back from a lease holder that is away (or a dead socket)."""
-        # Called with self._read_lock held.
-        if transport.closed or (
-            not self._helper_busy and time.monotonic() - self._helper_since >= _LEASE
-        ):
-            self._drop_lease_locked()
-            return True
-        return False
-
-    def _drop_lease_locked(self) -> None:
-        """Nobody holds the read lease any more: the reader reads (woken if parked)."""
-        # Called with self._read_lock held.
-        self._helper = None
-        self._helper_busy = False
-        self._read_cond.notify_all()
-
-    def _end_handed_locked(self, transport: Transport) -> Optional[TransportClosed]:
-        """The end of ``transport`` as read by a lease holder, if one read it."""
-        # Called with self._read_lock held.
-        seen = self._ending
-        return seen[1] if seen is not None and seen[0] is transport else None
-
-    def _await_events(
-        self, subscriber: SubscriberQueue, deadline: Optional[float], *, sliced: bool = True
-    ) -> None:
-        """Return once ``subscriber`` has something queued (an event or its end).
-
-        Meanwhile the calling thread takes the read lease and reads the socket
-        itself rather than sleeping until the reader thread hands it an event: one
-        thread wake-up less per event, so lower latency and higher throughput. It
-        keeps the lease when it returns; the reader takes reading back once the
-        thread has been away for ``_LEASE`` seconds. After a quiet ``SLICE`` it gives
-        the lease back and waits on the queue as usual. Raises ``queue.Empty`` when
-        ``deadline`` passes; Ctrl-C interrupts the wait.
-        """
-        if subscriber.queue:
-            return
-        transport = self._transport
-        if (
-            transport is None
-            or not transport.pollable  # Windows: the reader does it all
-            or self._state not in (_OPEN, _CONNECTING, _RECONNECTING)
-        ):
-            subscriber.wait(deadline, sliced=sliced)
-            return
-        me = threading.get_ident()
-        lock = self._read_lock
-        keep = False
-        poller: Any = None
-        quiet_since = time.monotonic()
-        try:
-            while True:
-                with lock:
-                    if self._transport is not transport or transport.closed:
-                        break
-                    holder = self._helper
-                    if holder is None:
-                        self._helper = holder = me
-                    elif holder != me:
-                        break  # another consumer reads; wait on the queue
-                    if subscriber.queue:  # routed by the reader just now?
-                        self._helper_busy = False
-                        self._helper_since = time.monotonic()
-                        keep = True
-                        return
-                    self._helper_busy = True
-                now = time.monotonic()
-                if deadline is not None and now >= deadline:
-                    raise queue.Empty
-                if now - quiet_since >= SLICE:
-                    break  # quiet: the reader waits for the next burst, not us
-                if poller is None:
-                    poller = transport.new_poller()
-                wait = SLICE if deadline is None else min(SLICE, deadline - now)
-                if not transport.wait_readable(wait, poller):
-                    continue
-                with lock:
-                    if self._helper != me or self._transport is not transport:
-                        continue
-                    if self._read_for_reader_locked(transport):
-                        quiet_since = self._last_data
-                    elif self._helper != me:
-                        break  # the end was read; the reader reports it
-        finally:
-            if not keep:
-                self._step_aside()
-        subscriber.wait(deadline, sliced=sliced)
-
-    def _read_for_reader_locked(self, transport: Transport) -> bool:
-        """One read and its routing, done by a lease holder; True if bytes came.
-
-        Called with self._read_lock held. Ctrl-C is held back until the bytes read
-        are routed. When the connection is over (or this read failed half-way, which
-        leaves the stream out of step), the end is handed to the reader thread,
-        which reports it as if it had read it.
-        """
-        with HeldInterrupt():
-            try:
-                messages = transport.read()
-                if messages is None:
-                    return False
-                self._last_data = time.monotonic()
-                if messages:
-                    self._on_messages(messages)
-                return True
-            except TransportClosed as closed:
-                self._hand_end_locked(transport, closed)
-                return False
-            except BaseException as exc:
-                if isinstance(exc, Exception):
-                    logger.exception("reading on the consumer's thread failed")
-                self._hand_end_locked(
-                    transport, TransportClosed(f"a read was interrupted half-way: {exc!r}")
-                )
-                raise
-
-    def _hand_end_locked(self, transport: Transport, ending: TransportClosed) -> None:
-        # Called with self._read_lock held.
-        self._ending = (transport, ending)
-        self._drop_lease_locked()
-
-    def _step_aside(self) -> None:
-        """Give the read lease back if this thread holds it (before blocking on
-        something the reader must deliver, e.g. a reply)."""
-        if self._helper == threading.get_ident():
-            with self._read_lock:
-                if self._helper == threading.get_ident():
-                    self._drop_lease_locked()
-
-    def _revoke_lease(self) -> None:
-        """Give reading back to the reader thread, whoever holds the lease."""
-        with self._read_lock:
-            self._drop_lease_locked()
-
-    def _heartbeat(self, transport: Transport) -> None:
-        session_id = self._session_id
-        try:
-            if session_id and self._state == _OPEN:
-                transport.send_text(proto.encode_ping(session_id))
-            transport.send_ping()
-        except SessionDisconnectedError:
-            pass  # the read side notices the end and reports it
+    # --- internals: on the I/O thread ---------------------------------------------------
 
     def _on_messages(self, raws: List[bytes]) -> None:
         """Parse one read's worth of frames, then route them under one lock hold."""
@@ -1005,11 +781,11 @@ class Session:
                         batch.append(item.event)
                     continue
                 if batch:  # keep the order: what came before the reply goes first
-                    self._fan_out_many(batch)
+                    self._publish_locked(batch)
                     batch = []
                 self._route_locked(item)
             if batch:
-                self._fan_out_many(batch)
+                self._publish_locked(batch)
 
     def _route_locked(self, parsed: proto.Parsed) -> None:
         # Called with self._lock held.
@@ -1019,16 +795,13 @@ class Session:
             # History is never an event. Replies carry no request id, so a reply
             # to a call that timed out answers the next call, if any.
             private = reply.request_type == "get_messages"
-            waiter = self._waiter
-            if waiter is not None and waiter.accepts(reply):
-                self._waiter = None
-                waiter.replies.put(reply)
+            if self._replies.deliver_locked(reply):
                 # A refusal the waiting call turns into an exception (or a give-up
                 # event) is not also an ERROR for listeners.
                 private = private or not reply.ok
         if event is not None and not private:
             if (
-                self._state == _RECONNECTING
+                self._state is _State.RECONNECTING
                 and event.type is SessionEventType.SESSION_CONNECTED
                 and reply is not None
                 and reply.ok
@@ -1036,9 +809,9 @@ class Session:
                 data = dict(event.data)
                 data.update(reconnected=True, attempts=self._reconnect_attempts)
                 event = SessionEvent(event.type, event.session_id, event.message_id, data)
-            self._fan_out_many([event])
+            self._publish_locked([event])
 
-    def _fan_out_many(self, events: List[SessionEvent]) -> None:
+    def _publish_locked(self, events: List[SessionEvent]) -> None:
         # Called with self._lock held; offers never block and run no user code.
         for event in events:
             message_id = event.message_id
@@ -1049,41 +822,29 @@ class Session:
                 self._history_known = True
                 if event.type is SessionEventType.MESSAGE_COMPLETE:
                     self._delivered.add(message_id)
-        if self._dispatch_queue is not None:
-            self._dispatch_queue.offer_many(events)
-        listeners = self._listeners
-        if listeners:
-            for subscriber in listeners:
-                if subscriber.abandoned:
-                    self._listeners = tuple(q for q in self._listeners if not q.abandoned)
-                elif subscriber.offer_many(events):
-                    logger.debug("a listener queue is full; events were dropped")
-        else:
-            kept = [e for e in events if e.type is not SessionEventType.PONG]
-            if kept:
-                self._backlog.offer_many(kept)
+        self._fanout.publish_locked(events)
 
-    def _reader_exited(self, transport: Transport, ending: Optional[TransportClosed]) -> None:
-        reason = ending.reason if ending is not None else "the reader stopped"
+    def _on_connection_end(self, connection: Connection, ending: TransportClosed) -> None:
+        reason = ending.reason
         with self._lock:
-            unexpected = self._transport is transport and self._state in (_CONNECTING, _OPEN)
-            waiter, self._waiter = self._waiter, None
-            if waiter is not None:
-                waiter.replies.put(None)
-            if not unexpected:
+            if self._connection is not connection:
+                return  # an old connection, already replaced or dropped
+            self._replies.fail_locked()
+            if self._state not in (_State.CONNECTING, _State.OPEN):
+                if self._state is _State.RECONNECTING:
+                    self._connection = None  # a failed attempt; the attempt says why
                 return
             logger.warning("session %s lost its connection: %s", self._session_id, reason)
             self._lost_reason = reason
-            self._transport = None  # the reader stays referenced so close can join it
-            if self._state == _OPEN and self._policy is not None:
-                self._set_state(_RECONNECTING)
-                self._announce_loss(reason, reconnecting=True)
-                self._start_reconnector(reason)
+            self._connection = None
+            if self._state is _State.OPEN and self._reconnector is not None:
+                self._set_state(_State.RECONNECTING)
+                self._announce_loss_locked(reason, reconnecting=True)
+                self._reconnector.start(reason)
             else:
                 self._give_up_locked(reason)
-        transport.release()
 
-    def _announce_loss(self, reason: str, *, reconnecting: bool) -> SessionEvent:
+    def _announce_loss_locked(self, reason: str, *, reconnecting: bool) -> SessionEvent:
         # Called with self._lock held. Every consumer must see this, full queue or not.
         error = SessionEvent(
             SessionEventType.ERROR,
@@ -1096,129 +857,56 @@ class Session:
             },
         )
         if reconnecting:
-            if self._dispatch_queue is not None:
-                self._dispatch_queue.offer(error, force=True)
-            for subscriber in self._listeners:
-                subscriber.offer(error, force=True)
-            if not self._listeners:
-                self._backlog.offer(error, force=True)
+            self._callbacks.post([error])
+            self._fanout.announce_locked(error)
         return error
 
     def _give_up_locked(self, reason: str) -> None:
         # Called with self._lock held: the session is over; tell everyone, then end.
-        self._set_state(_CLOSED)
+        self._set_state(_State.CLOSED)
         self._lost_reason = reason
-        error = self._announce_loss(reason, reconnecting=False)
-        listeners, self._listeners = self._listeners, ()
-        for subscriber in listeners:
-            subscriber.close(error)
-        if not listeners:
-            self._backlog.offer(error, force=True)
-        self._stop_dispatcher_locked(error)
+        error = self._announce_loss_locked(reason, reconnecting=False)
+        self._fanout.end_locked(error)
+        self._callbacks.stop(error)
         _LIVE.discard(self)
 
-    # --- internals: reconnecting ------------------------------------------------------
-
-    def _start_reconnector(self, reason: str) -> None:
-        # Called with self._lock held.
-        thread = threading.Thread(
-            target=self._reconnect_loop,
-            args=(reason,),
-            name=f"vectorshift-reconnect-{self._session_id}",
-            daemon=True,
-        )
-        self._reconnector = thread
-        thread.start()
-
-    def _reconnect_loop(self, reason: str) -> None:
-        policy = self._policy
-        assert policy is not None
-        started = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            elapsed = time.monotonic() - started
-            if attempt > policy.max_attempts or elapsed >= policy.max_time:
-                self._reconnect_failed(
-                    f"{reason}; gave up after {attempt - 1} attempts in {elapsed:.1f}s"
-                )
-                return
-            if self._on_reconnect is not None:
-                info = ReconnectAttempt(self._session_id or "", attempt, reason, elapsed)
-                try:
-                    verdict = self._on_reconnect(info)
-                except Exception:
-                    logger.exception("on_reconnect hook failed; giving up")
-                    verdict = False
-                if verdict is False:
-                    self._reconnect_failed(f"{reason}; reconnecting stopped by on_reconnect")
-                    return
-            pause = min(policy.delay(attempt), max(0.0, policy.max_time - elapsed))
-            if self._stop_reconnect.wait(pause):
-                return  # disconnect() or terminate() was called
-            remaining = policy.max_time - (time.monotonic() - started)
-            if remaining <= 0:
-                continue
-            try:
-                self._reattach(min(self._connect_timeout, remaining), attempt)
-            except Exception as exc:
-                if self._stop_reconnect.is_set():
-                    return
-                reason = str(exc)
-                logger.info("reconnect attempt %d failed: %s", attempt, exc)
-                if not is_recoverable(exc):
-                    self._reconnect_failed(reason)
-                    return
-                continue
-            self._reconcile()
-            return
+    # --- internals: reconnecting (on a reconnect pool thread) ---------------------------
 
     def _reattach(self, timeout: float, attempt: int) -> None:
         key = resolve_api_key(self.__api_key)
         if not key:
             raise SessionError("no API key configured any more; cannot reconnect")
-        deadline = time.monotonic() + timeout
-        transport = open_transport(
-            ws_session_url(),
-            key,
-            timeout=timeout,
-            max_message_size=self._max_message_size,
-            sslopt=self._sslopt,
-            proxy=self._proxy,
-            write_timeout=self._write_timeout,
-        )
+        deadline = Deadline(timeout)
+        sock = self._dial(key, timeout)
         with self._lock:
-            if self._stop_reconnect.is_set() or self._state != _RECONNECTING:
-                transport.release()
-                return
             self._reconnect_attempts = attempt
-        self._start(transport, _RECONNECTING)
+        connection = self._attach(sock, _State.RECONNECTING)
         try:
             self._handshake("connect_session", deadline)
         except BaseException:
-            self._drop_transport(transport)
+            self._drop(connection)
             raise
         with self._lock:
-            if self._state != _RECONNECTING:
-                return  # closed meanwhile; _shutdown owns the transport
-            self._set_state(_OPEN)
-            self._lost_reason = None
+            if self._state is _State.RECONNECTING and self._connection is connection:
+                self._set_state(_State.OPEN)
+                self._lost_reason = None
+                connection = None  # type: ignore[assignment]
+        if connection is not None:  # closed meanwhile: this attempt's link goes too
+            self._drop(connection)
+            return
         logger.info("session %s reconnected (attempt %d)", self._session_id, attempt)
 
-    def _drop_transport(self, transport: Transport) -> None:
-        """Tear down a transport of a failed attempt; listeners stay subscribed."""
+    def _drop(self, connection: Connection) -> None:
+        """Tear down the connection of a failed attempt; listeners stay subscribed."""
         with self._lock:
-            reader = self._reader
-            if self._transport is transport:
-                self._transport = None
-        transport.abort()
-        if reader is not None and reader is not threading.current_thread():
-            reader.join(self._close_timeout)
-        transport.release()
+            if self._connection is connection:
+                self._connection = None
+        connection.abort()
+        connection.finished.wait(self._close_timeout)
 
     def _reconnect_failed(self, reason: str) -> None:
         with self._lock:
-            if self._state != _RECONNECTING:
+            if self._state is not _State.RECONNECTING:
                 return
             logger.warning("session %s gave up reconnecting: %s", self._session_id, reason)
             self._give_up_locked(reason)
@@ -1239,62 +927,9 @@ class Session:
             delivered = self._delivered
             fresh = [e for e in events if e.message_id is None or e.message_id not in delivered]
             if fresh:
-                self._fan_out_many(fresh)
+                self._publish_locked(fresh)
         if events:
             logger.info("recovered %d missed event(s) from history", len(events))
-
-    # --- internals: callbacks ---------------------------------------------------------
-
-    def _start_dispatcher(self) -> None:
-        # Called with self._lock held.
-        if self._dispatcher is not None:
-            return
-        events = SubscriberQueue(0)
-        thread = threading.Thread(
-            target=self._dispatch_loop,
-            args=(events,),
-            name=f"vectorshift-callbacks-{self._session_id or hex(id(self))}",
-            daemon=True,
-        )
-        self._dispatch_queue = events
-        self._dispatcher = thread
-        thread.start()
-
-    def _stop_dispatcher_locked(self, error: Optional[SessionEvent]) -> Optional[threading.Thread]:
-        thread, events = self._dispatcher, self._dispatch_queue
-        self._dispatcher = self._dispatch_queue = None
-        if events is not None:
-            events.close(error)
-        return thread
-
-    def _dispatch_loop(self, events: SubscriberQueue) -> None:
-        while True:
-            try:
-                self._await_events(events, None, sliced=False)
-                batch = events.take_now(256)
-            except Ended as end:
-                if end.error is not None:
-                    self._run_callbacks(end.error)
-                return
-            for event in batch:
-                self._run_callbacks(event)
-
-    def _run_callbacks(self, event: SessionEvent) -> None:
-        for types, callback in self._callbacks:
-            if types is not None and event.type not in types:
-                continue
-            try:
-                callback(event)
-            except Exception as exc:
-                logger.exception(
-                    "session callback %r failed on a %s event", callback, event.type.value
-                )
-                hook = self._on_callback_error
-                if hook is not None:
-                    try:
-                        hook(exc, event)
-                    except Exception:
-                        logger.exception("on_callback_error hook failed")
 
     # --- internals: sending and closing ---------------------------------------------
 
@@ -1302,7 +937,7 @@ class Session:
         self._check_fork()
         self._await_reopen()
         session_id = self._session_id
-        if self._state != _OPEN or not session_id:
+        if self._state is not _State.OPEN or not session_id:
             raise SessionDisconnectedError(self._not_connected_message())
         return session_id
 
@@ -1316,15 +951,13 @@ class Session:
     def _reconnect_over(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s while the session is reconnecting; False if it
         still is. Sliced, so Ctrl-C interrupts it."""
-        if self._state != _RECONNECTING:
+        if self._state is not _State.RECONNECTING:
             return True
-        self._step_aside()  # the reconnect needs the reader, not this thread
-        deadline = time.monotonic() + timeout
-        while self._state == _RECONNECTING:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+        deadline = Deadline(timeout)
+        while self._state is _State.RECONNECTING:
+            if deadline.expired:
                 return False
-            self._opened.wait(min(SLICE, remaining))
+            self._opened.wait(deadline.slice())
         return True
 
     def _not_connected_message(self) -> str:
@@ -1335,7 +968,7 @@ class Session:
                 f"the connection was lost ({self._lost_reason}); call connect() to "
                 "resume the session"
             )
-        if self._state == _RECONNECTING:
+        if self._state is _State.RECONNECTING:
             return "the session is reconnecting"
         return "the session is not connected; call connect() first"
 
@@ -1356,25 +989,25 @@ class Session:
 
     def _send_turn(self, frame: str) -> None:
         with self._lock:
-            self._backlog.clear()  # a new turn: nothing of the last one is replayed
+            self._fanout.clear_backlog_locked()  # a new turn: nothing of the last one
         self._send_frame(frame)
 
     def _send_frame(self, frame: str) -> None:
-        transport = self._transport
-        if transport is None or self._state not in (_OPEN, _CONNECTING):
-            if self._state == _RECONNECTING:
+        connection = self._connection
+        if connection is None or self._state not in (_State.OPEN, _State.CONNECTING):
+            if self._state is _State.RECONNECTING:
                 self._await_reopen()
-                transport = self._transport
-        if transport is None:
+                connection = self._connection
+        if connection is None:
             raise SessionDisconnectedError(self._not_connected_message())
-        transport.send_text(frame)
+        connection.send_text(frame)
 
     def _close(self, how: str) -> None:
-        if self._pid is not None and os.getpid() != self._pid:
+        if self._forked():
             # Inherited across fork(): the socket belongs to the parent. Forget it
             # here without a byte on the wire and without touching the locks.
-            self._state = _CLOSED
-            self._transport = None
+            self._state = _State.CLOSED
+            self._connection = None
             return
         with self._lifecycle:
             goodbye = None
@@ -1383,8 +1016,8 @@ class Session:
                     goodbye = proto.encode_terminate(self._session_id)
                 else:
                     goodbye = proto.encode_disconnect(self._session_id)
-            lost = self._transport is None and self._lost_reason is not None
-            if how == "terminate" and self._state != _NEW:
+            lost = self._connection is None and self._lost_reason is not None
+            if how == "terminate" and self._state is not _State.NEW:
                 if lost:
                     self._shutdown(None)
                     raise SessionDisconnectedError(
@@ -1395,58 +1028,36 @@ class Session:
             self._shutdown(goodbye)
 
     def _shutdown(self, goodbye: Optional[str]) -> None:
-        """Close in order: end listeners, say goodbye, close frame, wake and join."""
-        self._stop_reconnect.set()
+        """Close in order: stop reconnecting, end listeners, say goodbye, close frame,
+        wait for the end (bounded), let the callbacks finish."""
+        reconnector = self._reconnector
+        if reconnector is not None:
+            reconnector.stop(self._close_timeout)
         with self._lock:
-            transport, reader = self._transport, self._reader
-            reconnector, self._reconnector = self._reconnector, None
-            if (
-                transport is None
-                and reader is None
-                and reconnector is None
-                and self._dispatcher is None
-                and not self._listeners
-            ):
+            connection = self._connection
+            if connection is None and self._state in (_State.NEW, _State.CLOSED):
+                self._fanout.end_locked(None)
                 return
-            self._set_state(_CLOSING)
-            listeners, self._listeners = self._listeners, ()
-            for subscriber in listeners:
-                subscriber.close()
-            self._backlog.clear()
-            dispatcher = self._stop_dispatcher_locked(None)
-            waiter, self._waiter = self._waiter, None
-            if waiter is not None:
-                waiter.replies.put(None)
-        self._revoke_lease()  # the reader reads the close handshake from here on
-        current = threading.current_thread()
-        if reconnector is not None and reconnector is not current:
-            reconnector.join(self._close_timeout)
-            with self._lock:  # an attempt may have attached a transport meanwhile
-                transport, reader = self._transport, self._reader
-        if transport is None and reader is not None and reader is not current:
-            reader.join(self._close_timeout)  # after a drop: already on its way out
-        if transport is not None:
-            if not transport.closed:
+            self._set_state(_State.CLOSING)
+            self._fanout.end_locked(None)
+            mailbox = self._callbacks.stop(None)
+            self._replies.fail_locked()
+        if connection is not None:
+            if not connection.closed:
                 if goodbye is not None:
                     try:
-                        transport.send_text(goodbye)
-                    except SessionDisconnectedError:
+                        connection.send_text(goodbye, self._close_timeout)
+                    except (SessionDisconnectedError, SessionTimeoutError):
                         pass
-                transport.send_close(1000)
-            if reader is not None and reader is not current:
-                reader.join(self._close_timeout)  # the server's close reply ends it
-            transport.abort()  # wakes a reader still blocked on the socket
-            if reader is not None and reader is not current:
-                reader.join(self._close_timeout)
-                if reader.is_alive():
-                    logger.warning("session reader did not stop within the close timeout")
-            transport.release()
-        if dispatcher is not None and dispatcher is not current:
-            dispatcher.join(self._close_timeout)
+                connection.send_close(1000, self._close_timeout)
+            if not connection.close(self._close_timeout):
+                logger.warning("the I/O thread did not release the connection in time")
+        Callbacks.wait(mailbox, self._close_timeout)
         with self._lock:
-            self._set_state(_CLOSED)
-            self._transport = None
-            self._reader = None
+            self._set_state(_State.CLOSED)
+            late, self._connection = self._connection, None
+        if late is not None and late is not connection:  # attached by a late attempt
+            late.abort()
         _LIVE.discard(self)
         logger.debug("session %s closed", self._session_id)
 
@@ -1461,87 +1072,19 @@ class Session:
             )
 
 
-class _Listener(Iterator[SessionEvent]):
-    """The iterator returned by :meth:`Session.listen`; also a context manager."""
+class _Listener(Listener):
+    """A :class:`Listener` of one session (what :meth:`Session.listen` returns)."""
 
     def __init__(self, session: Session, queue_: SubscriberQueue, timeout: Optional[float]):
-        self._session: Optional[Session] = session
-        self._queue = queue_
-        self._timeout = timeout
-        self._done = False
-        # Events taken from the queue in one lock round trip, handed out one by one
-        # by position (no call between taking one and returning it, so Ctrl-C can
-        # never land in between and lose it). Capped so a bounded listener never
-        # holds much more than its maxsize.
-        self._buffer: List[SessionEvent] = []
-        self._position = 0
-        self._batch = min(queue_.limit, 256) if queue_.limit else 256
-
-    def __iter__(self) -> _Listener:
-        return self
-
-    def __next__(self) -> SessionEvent:
-        if self._done:
-            raise StopIteration
-        buffer, position = self._buffer, self._position
-        if position < len(buffer):
-            self._position = position + 1
-            return buffer[position]
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
-        try:
-            return self._pull(deadline)
-        except Ended as end:
-            if end.error is not None:
-                return end.error
-            self._finish()
-            raise StopIteration from None
-        except queue.Empty:
-            raise SessionTimeoutError(f"no event arrived within {self._timeout}s") from None
+        super().__init__(session._fanout, queue_, timeout, session._pid)
 
     def _pull(self, deadline: Optional[float]) -> SessionEvent:
-        """The next event; raises :class:`Ended` or ``queue.Empty`` past ``deadline``."""
-        while True:
-            buffer, position = self._buffer, self._position
-            if position < len(buffer):
-                self._position = position + 1
-                return buffer[position]
-            session = self._session
-            if session is not None and not session._forked():
-                session._await_events(self._queue, deadline)
-            else:
-                self._queue.wait(deadline)
-            with HeldInterrupt():  # taken from the queue and kept, or not taken
-                self._buffer = self._queue.take_now(self._batch)
-                self._position = 0
-
-    def close(self) -> None:
-        """Unsubscribe now; further iteration stops."""
-        self._finish()
-
-    def _finish(self) -> None:
-        self._done = True
-        session, self._session = self._session, None
-        if session is not None and not session._forked():
-            session._step_aside()
-            with session._lock:
-                session._listeners = tuple(q for q in session._listeners if q is not self._queue)
-        self._queue.close()
-
-    def __enter__(self) -> _Listener:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._finish()
-
-    def __del__(self) -> None:
-        # May run inside the garbage collector on a thread that holds the session's
-        # lock, so take no lock here: flag the queue and let the reader prune it.
-        self._queue.abandoned = True
+        return self.pull(deadline)
 
 
-def _acquire(lock: threading.Lock, deadline: float, what: str) -> None:
-    while not lock.acquire(timeout=max(0.0, min(SLICE, deadline - time.monotonic()))):
-        if time.monotonic() >= deadline:
+def _acquire(lock: threading.Lock, deadline: Deadline, what: str) -> None:
+    while not lock.acquire(timeout=deadline.slice()):
+        if deadline.expired:
             raise SessionTimeoutError(f"timed out waiting for {what}")
 
 
@@ -1551,26 +1094,6 @@ def _as_iterable(value: EventTypes) -> Optional[Iterable[Union[SessionEventType,
     if isinstance(value, (SessionEventType, str)):
         return (value,)
     return value
-
-
-def _event_type_set(
-    values: Optional[Iterable[Union[SessionEventType, str]]],
-) -> Optional[FrozenSet[SessionEventType]]:
-    if values is None:
-        return None
-    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise ArgumentTypeError(
-            f"event_types must be a list of SessionEventType values, not {type(values).__name__}"
-        )
-    types = set()
-    for value in values:
-        try:
-            types.add(SessionEventType(value))
-        except ValueError:
-            raise InvalidArgumentError(
-                f"unknown event type {value!r}; use SessionEventType members"
-            ) from None
-    return frozenset(types) or None
 
 
 def _check_str(name: str, value: Any, *, optional: bool = False) -> None:

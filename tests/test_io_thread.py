@@ -1,0 +1,494 @@
+"""One I/O thread for every session of a process, and what must hold because of it.
+
+Many sessions are served by one ``vectorshift-io`` thread that ends with the last of
+them; a write that blocks on one connection never stalls another; TLS bytes already
+decrypted inside an ``SSLSocket`` are drained (they wake no selector); a forked child
+gets a loop of its own; callbacks run on a shared pool, in order per session and in
+parallel across sessions; consumers only wait on their queues, so nothing is lost or
+repeated when Ctrl-C lands again and again in the middle of a flood.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import ssl
+import sys
+import threading
+import time
+from typing import Any, Dict, List
+
+import pytest
+from conftest import scaled, until_turn_end
+from websockets.frames import Frame, Opcode
+
+from vectorshift_sync import SessionEvent, SessionEventType, set_worker_limits
+from vectorshift_sync._connection import Connection, ConnectionSink, TransportClosed
+from vectorshift_sync._pool import callback_pool
+from vectorshift_sync.session import ReconnectPolicy, Session
+from vectorshift_sync.testing import LocalEngine, TurnContext
+
+E = SessionEventType
+pytestmark = pytest.mark.timeout(60)
+
+FLOOD = 20_000
+
+
+def _numbered_flood(ctx: TurnContext) -> None:
+    message_id = "flood-" + ctx.session_id[-6:]
+    for i in range(FLOOD):
+        ctx.delta(str(i), message_id=message_id)
+    ctx.complete("done", message_id=message_id)
+
+
+def _paced(ctx: TurnContext) -> None:
+    ctx.stream("abcdefghijklmnopqrstuvwxyz" * 2, chunk=2, delay=0.01)
+
+
+def _io_threads() -> List[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "vectorshift-io"]
+
+
+class _Collect(ConnectionSink):
+    """A sink that keeps what a bare Connection reports."""
+
+    def __init__(self) -> None:
+        self.messages: List[bytes] = []
+        self.ended: List[TransportClosed] = []
+        self.arrived = threading.Event()
+        self.expect = 0
+
+    def connection_messages(self, connection: Connection, messages: List[bytes]) -> None:
+        self.messages.extend(bytes(m) for m in messages)
+        if self.expect and len(self.messages) >= self.expect:
+            self.arrived.set()
+
+    def connection_ended(self, connection: Connection, ending: TransportClosed) -> None:
+        self.ended.append(ending)
+
+    def keepalive_frame(self) -> None:
+        return None
+
+
+def _make(sock: socket.socket, sink: ConnectionSink, **options: Any) -> Connection:
+    settings: Dict[str, Any] = dict(
+        max_message_size=None, write_timeout=5.0, ping_interval=5.0, idle_timeout=15.0
+    )
+    settings.update(options)
+    return Connection(sock, sink, **settings)
+
+
+# --- one thread, many sessions ------------------------------------------------------------
+
+
+def test_many_sessions_share_one_io_thread_that_ends_with_the_last(engine: LocalEngine) -> None:
+    agent = engine.add_agent("Echo", turn=lambda ctx: ctx.stream("pong " + ctx.text, chunk=3))
+    sessions = [Session(owner_type="agent", owner_id=agent).connect() for _ in range(40)]
+    try:
+        listeners = [s.listen(timeout=scaled(10)) for s in sessions]
+        for i, session in enumerate(sessions):
+            session.send(f"n{i}")
+        for i, listener in enumerate(listeners):
+            events = until_turn_end(listener)
+            replies = [e.text for e in events if e.is_complete and e.is_from_agent]
+            assert replies == [f"pong n{i}"]
+        assert len(_io_threads()) == 1
+        library = [t for t in threading.enumerate() if t.name.startswith("vectorshift-")
+                   and not t.name.startswith("vectorshift-engine")]
+        assert len(library) <= 2  # the I/O thread (and no thread per session)
+    finally:
+        for session in sessions[:-1]:
+            session.disconnect()
+        assert len(_io_threads()) == 1  # one session is still open
+        last = _io_threads()[0]
+        sessions[-1].disconnect()
+    last.join(scaled(2))
+    assert not last.is_alive(), "the I/O thread outlived the last session"
+    # and it comes back for the next session
+    with Session(owner_type="agent", owner_id=agent) as session:
+        assert session.ask("again", timeout=scaled(10)).text == "pong again"
+        assert len(_io_threads()) == 1
+
+
+def test_a_write_blocked_on_one_connection_does_not_stall_another() -> None:
+    stuck_ours, stuck_peer = socket.socketpair()  # the peer never reads
+    live_ours, live_peer = socket.socketpair()
+    stuck_sink, live_sink = _Collect(), _Collect()
+    stuck = _make(stuck_ours, stuck_sink, write_timeout=scaled(3))
+    live = _make(live_ours, live_sink)
+    stuck.start()
+    live.start()
+    writer_error: List[BaseException] = []
+
+    def write_forever() -> None:
+        try:
+            stuck.send_text("x" * (16 << 20))  # far more than the socket buffers hold
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            writer_error.append(exc)
+
+    writer = threading.Thread(target=write_forever)
+    try:
+        writer.start()
+        time.sleep(0.2)  # the writer is now waiting for the socket to drain
+        assert writer.is_alive()
+        # The stuck peer pings: the pong can't be written now; it must be queued.
+        stuck_peer.sendall(Frame(Opcode.PING, b"hi").serialize(mask=False))
+        live_sink.expect = 200
+        started = time.monotonic()
+        for i in range(200):
+            live_peer.sendall(Frame(Opcode.TEXT, f"m{i}".encode()).serialize(mask=False))
+        assert live_sink.arrived.wait(scaled(2)), "the live connection stalled"
+        assert time.monotonic() - started < scaled(1.0)
+        assert live_sink.messages == [f"m{i}".encode() for i in range(200)]
+        assert writer.is_alive()  # still blocked on the other connection meanwhile
+        writer.join(scaled(10))
+        assert writer_error and "timed out" in str(writer_error[0])
+        assert stuck.finished.wait(scaled(5))  # a half-written frame ends that link
+        assert not live.closed
+    finally:
+        for connection in (stuck, live):
+            connection.abort()
+            assert connection.finished.wait(scaled(5))
+        for sock in (stuck_peer, live_peer):
+            sock.close()
+
+
+def test_tls_bytes_decrypted_inside_the_socket_are_drained(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    trustme = pytest.importorskip("trustme")
+    from vectorshift_sync import _connection
+
+    # Reads smaller than a TLS record leave the rest of the record decrypted inside
+    # the SSLSocket, where no selector sees it: only draining gets it out.
+    monkeypatch.setattr(_connection, "_READ_SIZE", 1000)
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: List[ssl.SSLSocket] = []
+
+    def accept() -> None:
+        raw, _ = listener.accept()
+        accepted.append(server_ctx.wrap_socket(raw, server_side=True))
+
+    acceptor = threading.Thread(target=accept)
+    acceptor.start()
+    client = client_ctx.wrap_socket(
+        socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1"
+    )
+    acceptor.join(scaled(5))
+    server = accepted[0]
+    sink = _Collect()
+    connection = _make(client, sink)
+    connection.start()
+    try:
+        # One write: one TLS record of ~12 KB holding 40 messages, then silence.
+        payload = [("%03d" % i + "y" * 300).encode() for i in range(40)]
+        sink.expect = 40
+        server.sendall(b"".join(Frame(Opcode.TEXT, p).serialize(mask=False) for p in payload))
+        assert sink.arrived.wait(scaled(3)), f"only {len(sink.messages)} of 40 arrived"
+        assert sink.messages == payload
+    finally:
+        connection.abort()
+        assert connection.finished.wait(scaled(5))
+        server.close()
+        listener.close()
+
+
+def test_an_idle_but_live_link_is_not_declared_half_open() -> None:
+    ours, peer = socket.socketpair()
+    sink = _Collect()
+    connection = _make(ours, sink, ping_interval=0.05, idle_timeout=0.3)
+    connection.start()
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:  # the peer answers each ping with a pong
+            if select.select([peer], [], [], 0.05)[0]:
+                data = peer.recv(65536)
+                assert data
+                peer.sendall(Frame(Opcode.PONG, b"").serialize(mask=False))
+        assert not sink.ended and not connection.closed
+        time.sleep(0.5)  # now silent past idle_timeout: that is a dead link
+        assert connection.finished.wait(scaled(2))
+        assert "half-open" in sink.ended[0].reason
+    finally:
+        connection.abort()
+        connection.finished.wait(scaled(5))
+        peer.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_gets_an_io_thread_of_its_own(engine: LocalEngine) -> None:
+    agent = engine.add_agent("Echo", turn=lambda ctx: ctx.stream("pong " + ctx.text))
+    with Session(owner_type="agent", owner_id=agent) as parent_session:
+        assert parent_session.ask("before", timeout=scaled(10)).text == "pong before"
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, then leave without running the parent's hooks
+            code = 1
+            try:
+                with Session(owner_type="agent", owner_id=agent) as child_session:
+                    answer = child_session.ask("child", timeout=10).text
+                    ios = [t.name for t in threading.enumerate() if t.name == "vectorshift-io"]
+                    os.write(write_end, f"{answer}|{len(ios)}".encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        _, status = os.waitpid(pid, 0)
+        report = os.read(read_end, 1000).decode()
+        os.close(read_end)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, report
+        assert report == "pong child|1"
+        # the parent's session and its thread were never disturbed
+        assert parent_session.ask("after", timeout=scaled(10)).text == "pong after"
+
+
+# --- consumers only wait on their queues ----------------------------------------------------
+
+
+def test_a_listener_that_stops_reading_does_not_stall_callbacks(engine: LocalEngine) -> None:
+    agent = engine.add_agent("Paced", turn=_paced)
+    with Session(owner_type="agent", owner_id=agent) as session:
+        done = threading.Event()
+        seen_by_callback: List[SessionEvent] = []
+
+        def on_event(event: SessionEvent) -> None:
+            seen_by_callback.append(event)
+            if event.is_turn_end:
+                done.set()
+
+        session.on(None, on_event)
+        listener = session.listen(timeout=scaled(10))
+        session.send("go")
+        first = next(e for e in listener if e.type is E.MESSAGE_DELTA)
+        started = time.monotonic()
+        assert done.wait(scaled(5)), "the callbacks stalled behind an idle listener"
+        assert time.monotonic() - started < scaled(2.5)  # the stream itself takes ~0.3 s
+        rest = until_turn_end(listener)
+        deltas = [first.delta] + [e.delta for e in rest if e.type is E.MESSAGE_DELTA]
+        assert "".join(d or "" for d in deltas) == "abcdefghijklmnopqrstuvwxyz" * 2
+        callback_deltas = [e.delta for e in seen_by_callback if e.type is E.MESSAGE_DELTA]
+        assert callback_deltas == deltas
+
+
+def test_get_messages_inside_a_listen_loop(engine: LocalEngine) -> None:
+    agent = engine.add_agent("Paced", turn=_paced)
+    with Session(owner_type="agent", owner_id=agent) as session:
+        histories = []
+        with session.listen(timeout=scaled(10)) as events:
+            session.send("go")
+            for event in events:
+                if event.type is E.MESSAGE_DELTA and not histories:
+                    histories.append(session.get_messages(timeout=scaled(5)))
+                if event.is_turn_end:
+                    break
+        assert [m.text for m in histories[0]][:1] == ["go"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_again_and_again_during_a_flood_loses_and_repeats_nothing(
+    engine: LocalEngine,
+) -> None:
+    agent = engine.add_agent("Numbers", turn=_numbered_flood, echo=False)
+    main = threading.get_ident()
+    caught = threading.Event()
+    stop = threading.Event()
+
+    def interrupter() -> None:
+        # One SIGINT at a time, to the main thread, each after the last was handled.
+        while not stop.is_set():
+            caught.clear()
+            signal.pthread_kill(main, signal.SIGINT)
+            while not caught.wait(0.05):
+                if stop.is_set():
+                    return
+            time.sleep(0.002)
+
+    got: List[SessionEvent] = []
+    interrupts = 0
+    with Session(owner_type="agent", owner_id=agent, reconnect=False) as session:
+        listener = session.listen(maxsize=0, timeout=scaled(20))
+        session.send("go")
+        thread = threading.Thread(target=interrupter, daemon=True)
+        try:
+            while True:
+                try:
+                    if not thread.is_alive() and not stop.is_set():
+                        thread.start()
+                    for event in listener:
+                        got.append(event)  # the only call between next() and keeping it
+                        if event.type is E.MESSAGE_COMPLETE:
+                            break
+                    break
+                except KeyboardInterrupt:
+                    interrupts += 1
+                    caught.set()
+        finally:
+            stop.set()
+            while True:  # a last SIGINT in flight lands here, not in the report
+                try:
+                    thread.join(5)
+                    break
+                except KeyboardInterrupt:
+                    continue
+        assert session.is_connected
+        assert [e for e in got if e.type is E.ERROR] == []
+        numbers = [int(e.delta or -1) for e in got if e.type is E.MESSAGE_DELTA]
+        assert numbers == list(range(FLOOD))
+    assert interrupts >= 5, f"only {interrupts} interrupts landed mid-flood"
+
+
+def test_a_failure_while_routing_on_the_io_thread_reconnects(engine: LocalEngine) -> None:
+    agent = engine.add_agent("Paced", turn=_paced)
+    policy = ReconnectPolicy(max_attempts=20, max_time=scaled(3.0), base_delay=0.02)
+    with Session(owner_type="agent", owner_id=agent, reconnect=policy) as session:
+        route = session._on_messages
+        failed: List[int] = []
+
+        def once(raws: List[bytes]) -> None:
+            if not failed:
+                failed.append(1)
+                raise RuntimeError("a bug while routing")
+            route(raws)
+
+        session._on_messages = once  # type: ignore[method-assign]
+        listener = session.listen(timeout=scaled(10))
+        session.send("go")
+        events = []
+        for event in listener:
+            events.append(event)
+            if event.type is E.SESSION_CONNECTED and event.data.get("reconnected"):
+                break
+        assert failed == [1]
+        assert any(e.type is E.ERROR and e.data.get("reconnecting") for e in events)
+        assert session.ask("again", timeout=scaled(10)).text.startswith("abcdefgh")
+        assert len(_io_threads()) == 1  # the loop itself carried on
+
+
+def test_listeners_on_several_threads_and_callbacks_all_see_every_event(
+    engine: LocalEngine,
+) -> None:
+    agent = engine.add_agent("Numbers", turn=_numbered_flood, echo=False)
+    with Session(owner_type="agent", owner_id=agent) as session:
+        seen: List[List[int]] = [[] for _ in range(4)]
+        done = threading.Event()
+
+        def on_event(event: SessionEvent) -> None:
+            if event.type is E.MESSAGE_DELTA:
+                seen[3].append(int(event.delta or -1))
+            elif event.type is E.MESSAGE_COMPLETE:
+                done.set()
+
+        session.on(None, on_event)
+        listeners = [session.listen(maxsize=0, timeout=scaled(20)) for _ in range(3)]
+
+        def consume(index: int) -> None:
+            for event in listeners[index]:
+                if event.type is E.MESSAGE_DELTA:
+                    seen[index].append(int(event.delta or -1))
+                    if index == 1 and len(seen[1]) % 1000 == 0:
+                        time.sleep(0.05)  # a slow consumer delays nobody else
+                elif event.type is E.MESSAGE_COMPLETE:
+                    return
+
+        threads = [threading.Thread(target=consume, args=(i,)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        session.send("go")
+        for thread in threads:
+            thread.join(scaled(30))
+        assert done.wait(scaled(10))
+        for numbers in seen:
+            assert numbers == list(range(FLOOD))
+
+
+# --- callbacks on the shared pool -------------------------------------------------------------
+
+
+def test_callbacks_run_in_order_per_session_and_in_parallel_across_sessions(
+    engine: LocalEngine,
+) -> None:
+    agent = engine.add_agent("Paced", turn=_paced)
+    release = threading.Event()
+    sessions = [Session(owner_type="agent", owner_id=agent).connect() for _ in range(3)]
+    try:
+        seen: List[List[str]] = [[] for _ in sessions]
+        ended = [threading.Event() for _ in sessions]
+        running: Dict[int, int] = {}
+        overlap: List[int] = []
+        lock = threading.Lock()
+
+        def make(index: int) -> Any:
+            def on_event(event: SessionEvent) -> None:
+                with lock:
+                    running[index] = running.get(index, 0) + 1
+                    overlap.append(running[index])
+                try:
+                    if index == 0 and event.type is E.MESSAGE_DELTA and not seen[0]:
+                        assert release.wait(scaled(10))  # session 0 is stuck in a callback
+                    if event.type is E.MESSAGE_DELTA:
+                        seen[index].append(event.delta or "")
+                    if event.is_turn_end:
+                        ended[index].set()
+                finally:
+                    with lock:
+                        running[index] -= 1
+
+            return on_event
+
+        for index, session in enumerate(sessions):
+            session.on(None, make(index))
+        for session in sessions:
+            session.send("go")
+        # Sessions 1 and 2 finish while session 0's callback is blocked.
+        assert ended[1].wait(scaled(5)) and ended[2].wait(scaled(5))
+        assert not ended[0].is_set() and seen[0] == []
+        release.set()
+        assert ended[0].wait(scaled(5))
+        for deltas in seen:
+            assert "".join(deltas) == "abcdefghijklmnopqrstuvwxyz" * 2
+        assert max(overlap) == 1  # one session's callbacks never ran at the same time
+        assert callback_pool().threads <= 8
+    finally:
+        release.set()
+        for session in sessions:
+            session.disconnect()
+
+
+def test_the_callback_pool_size_is_configurable_and_bounds_the_threads(
+    engine: LocalEngine,
+) -> None:
+    agent = engine.add_agent("Paced", turn=_paced)
+    set_worker_limits(callbacks=2)
+    release = threading.Event()
+    sessions = [Session(owner_type="agent", owner_id=agent).connect() for _ in range(4)]
+    try:
+        started = threading.Semaphore(0)
+
+        def blocking(event: SessionEvent) -> None:
+            if event.type is E.MESSAGE_DELTA:
+                started.release()
+                release.wait(scaled(10))
+
+        for session in sessions:
+            session.on([E.MESSAGE_DELTA], blocking)
+            session.send("go")
+        assert started.acquire(timeout=scaled(5)) and started.acquire(timeout=scaled(5))
+        assert not started.acquire(timeout=0.3)  # a third would need a third thread
+        names = [
+            t.name for t in threading.enumerate() if t.name.startswith("vectorshift-callbacks")
+        ]
+        assert len(names) == 2
+    finally:
+        release.set()
+        set_worker_limits(callbacks=8)
+        for session in sessions:
+            session.disconnect()

@@ -1,0 +1,158 @@
+"""Small shared thread pools: one runs callbacks, one runs reconnect handshakes.
+
+Both kinds of work may block (user code; a TLS handshake), so neither may run on the
+I/O thread, and neither may cost a thread per session: a server restart that drops a
+thousand links at once must not start a thousand threads. A :class:`WorkerPool` runs
+jobs in submission order on at most ``size`` threads, started when work is waiting
+and no worker is free.
+
+Workers end by themselves when there is no work and nobody holds the pool
+(:meth:`WorkerPool.hold`): the reconnect pool is never held, so its threads live only
+while reconnecting; each session with callbacks holds the callback pool while it is
+open, so a stream of events does not start and stop a thread per event, and the
+last session's ``disconnect()`` lets them go. A forked child gets pools of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import deque
+from typing import Callable, Deque, Dict, Optional
+
+__all__ = ["WorkerPool", "callback_pool", "reconnect_pool", "set_worker_limits"]
+
+logger = logging.getLogger(__name__)
+
+Job = Callable[[], None]
+
+
+class WorkerPool:
+    """Run jobs on at most ``size`` daemon threads named ``<name>-<n>``."""
+
+    def __init__(self, name: str, size: int) -> None:
+        self.name = name
+        self.size = size
+        self.pid = os.getpid()
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._jobs: Deque[Job] = deque()
+        self._threads = 0
+        self._idle = 0  # workers waiting for a job
+        self._wakeups = 0  # of those, how many were notified and have not woken yet
+        self._holds = 0
+        self._serial = 0
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job``; a free worker (or a new one, within ``size``) runs it."""
+        with self._lock:
+            self._jobs.append(job)
+            if self._idle > self._wakeups:  # a waiting worker nobody has woken yet
+                self._wakeups += 1
+                self._work.notify()
+            elif self._threads < self.size:
+                self._start_locked()
+
+    def hold(self) -> None:
+        """Keep idle workers alive until the matching :meth:`release`."""
+        with self._lock:
+            self._holds += 1
+
+    def release(self) -> None:
+        """Undo one :meth:`hold`; with none left, idle workers end."""
+        with self._lock:
+            self._holds = max(0, self._holds - 1)
+            if not self._holds:
+                self._work.notify_all()
+
+    @property
+    def threads(self) -> int:
+        """How many workers are alive now."""
+        return self._threads
+
+    def _start_locked(self) -> None:
+        self._serial += 1
+        self._threads += 1
+        thread = threading.Thread(
+            target=self._work_loop, name=f"{self.name}-{self._serial}", daemon=True
+        )
+        thread.start()
+
+    def _work_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._jobs:
+                    if not self._holds:
+                        self._threads -= 1
+                        return
+                    self._idle += 1
+                    try:
+                        self._work.wait()
+                    finally:
+                        self._idle -= 1
+                        if self._wakeups:
+                            self._wakeups -= 1
+                job = self._jobs.popleft()
+            try:
+                job()
+            except Exception:  # jobs report their own errors; this is a last resort
+                logger.exception("a job on %s failed", self.name)
+
+
+_limits: Dict[str, int] = {"vectorshift-callbacks": 8, "vectorshift-reconnect": 4}
+_pools: Dict[str, WorkerPool] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(name: str) -> WorkerPool:
+    pool = _pools.get(name)
+    if pool is not None and pool.pid == os.getpid():
+        return pool
+    with _pools_lock:
+        pool = _pools.get(name)
+        if pool is None or pool.pid != os.getpid():
+            pool = _pools[name] = WorkerPool(name, _limits[name])
+        return pool
+
+
+def callback_pool() -> WorkerPool:
+    """The pool that runs ``Session.on`` callbacks (per session: in order, one at a time)."""
+    return _pool("vectorshift-callbacks")
+
+
+def reconnect_pool() -> WorkerPool:
+    """The pool that runs reconnect handshakes and history reconciliation."""
+    return _pool("vectorshift-reconnect")
+
+
+def set_worker_limits(*, callbacks: Optional[int] = None, reconnects: Optional[int] = None) -> None:
+    """Set how many threads run callbacks (default 8) and reconnects (default 4).
+
+    Applies to work submitted from now on; threads already running finish their jobs.
+    More callback threads let more sessions' callbacks run at once (a session's own
+    callbacks always run one at a time, in order).
+    """
+    settings = (("vectorshift-callbacks", callbacks), ("vectorshift-reconnect", reconnects))
+    for name, value in settings:
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            from .errors import InvalidArgumentError
+
+            raise InvalidArgumentError(f"worker limits must be positive ints, got {value!r}")
+        _limits[name] = value
+        with _pools_lock:
+            pool = _pools.get(name)
+            if pool is not None:
+                pool.size = value
+
+
+def _after_fork_in_child() -> None:
+    global _pools_lock
+    _pools_lock = threading.Lock()
+    _pools.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

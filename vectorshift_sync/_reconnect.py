@@ -1,0 +1,159 @@
+"""Bringing one session back after an unexpected drop, without a thread of its own.
+
+The back-off pauses are timers on the I/O thread; each attempt (the ``on_reconnect``
+hook, the blocking handshake, the history reconciliation) is a job on the small
+shared reconnect pool (:func:`._pool.reconnect_pool`). A server restart that drops a
+thousand links at once therefore queues a thousand jobs for a few threads: the
+sessions wait their turn and the thread count stays bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Optional
+
+from ._ioloop import Timer, io_loop
+from ._pool import reconnect_pool
+from ._recovery import ReconnectAttempt, ReconnectHook, ReconnectPolicy, is_recoverable
+
+__all__ = ["Reconnector"]
+
+logger = logging.getLogger(__name__)
+
+
+class Reconnector:
+    """One session's reconnect attempts.
+
+    ``attach(timeout, attempt)`` dials and re-attaches (raising on failure),
+    ``reconcile()`` delivers what was missed, ``give_up(reason)`` ends the session;
+    all three run on a reconnect pool thread.
+    """
+
+    def __init__(
+        self,
+        policy: ReconnectPolicy,
+        hook: Optional[ReconnectHook],
+        *,
+        connect_timeout: float,
+        session_id: Callable[[], str],
+        attach: Callable[[float, int], None],
+        reconcile: Callable[[], None],
+        give_up: Callable[[str], None],
+    ) -> None:
+        self._policy = policy
+        self._hook = hook
+        self._connect_timeout = connect_timeout
+        self._session_id = session_id
+        self._attach = attach
+        self._reconcile = reconcile
+        self._give_up = give_up
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._timer: Optional[Timer] = None
+        self._attempt = 0
+        self._started = 0.0
+        self._reason = ""
+
+    def start(self, reason: str) -> None:
+        """Begin after a drop (I/O thread): the first attempt is queued at once."""
+        self._stop.clear()
+        self._idle.clear()
+        self._attempt = 0
+        self._started = time.monotonic()
+        self._reason = reason
+        reconnect_pool().submit(self._prepare)
+
+    def stop(self, timeout: float) -> None:
+        """No more attempts; wait up to ``timeout`` for one in progress (any thread
+        but a reconnect worker's own)."""
+        self._stop.set()
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+        self._idle.wait(timeout)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def _prepare(self) -> None:
+        """Decide on the next attempt and wait for its back-off (a pool thread)."""
+        while True:
+            if self._stop.is_set():
+                self._idle.set()
+                return
+            self._attempt += 1
+            attempt, policy = self._attempt, self._policy
+            elapsed = time.monotonic() - self._started
+            if attempt > policy.max_attempts or elapsed >= policy.max_time:
+                self._finish_with(
+                    f"{self._reason}; gave up after {attempt - 1} attempts in {elapsed:.1f}s"
+                )
+                return
+            if self._hook is not None:
+                info = ReconnectAttempt(self._session_id(), attempt, self._reason, elapsed)
+                try:
+                    verdict = self._hook(info)
+                except Exception:
+                    logger.exception("on_reconnect hook failed; giving up")
+                    verdict = False
+                if verdict is False:
+                    self._finish_with(f"{self._reason}; reconnecting stopped by on_reconnect")
+                    return
+            pause = min(policy.delay(attempt), max(0.0, policy.max_time - elapsed))
+            if pause > 0:
+                # Wait on the I/O thread's timer heap, not on this worker.
+                self._idle.set()
+                self._timer = io_loop().call_later(pause, self._after_pause)
+                if self._stop.is_set():
+                    self._timer.cancel()
+                return
+            if not self._try():
+                return
+
+    def _after_pause(self) -> None:
+        # On the I/O thread: hand the attempt back to the pool.
+        if self._stop.is_set():
+            return
+        self._idle.clear()
+        reconnect_pool().submit(self._resume)
+
+    def _resume(self) -> None:
+        if self._try():
+            self._prepare()
+
+    def _try(self) -> bool:
+        """One attempt; True when another should follow."""
+        if self._stop.is_set():
+            self._idle.set()
+            return False
+        remaining = self._policy.max_time - (time.monotonic() - self._started)
+        if remaining <= 0:
+            return True  # _prepare reports the budget spent
+        try:
+            self._attach(min(self._connect_timeout, remaining), self._attempt)
+        except Exception as exc:
+            if self._stop.is_set():
+                self._idle.set()
+                return False
+            self._reason = str(exc)
+            logger.info("reconnect attempt %d failed: %s", self._attempt, exc)
+            if not is_recoverable(exc):
+                self._finish_with(self._reason)
+                return False
+            return True
+        try:
+            if not self._stop.is_set():
+                self._reconcile()
+        finally:
+            self._idle.set()
+        return False
+
+    def _finish_with(self, reason: str) -> None:
+        try:
+            self._give_up(reason)
+        finally:
+            self._idle.set()
