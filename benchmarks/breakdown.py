@@ -1,10 +1,16 @@
 """Where a delta's time goes on our receive path: ``python benchmarks/breakdown.py``.
 
-Single thread, no network: each stage of the reader's work is timed on the same
-20,000 ``message_delta`` frames the benchmark engine sends (best of 5), so the
-numbers (garbage collection included) add up to a per-event budget that the
-end-to-end figures of ``run.py`` can be read against. The session stages call
-private methods of ``Session`` and are shown as n/a if those change.
+Single thread, no network: each stage of the I/O thread's work, and then the
+consumer's, is timed on the same 20,000 ``message_delta`` frames the benchmark
+engine sends (best of 5), so the numbers (garbage collection included) add up to a
+per-event budget that the end-to-end figures of ``run.py`` can be read against.
+
+The stages run the library's real code: ``Connection.on_readable`` (reads, framing
+through websockets' sans-I/O ``Protocol``, message assembly) over an in-memory
+socket that hands out the wire bytes 64 KiB per ``recv()`` (so no system call is
+timed), then the session's sink and ``Session._on_messages`` (parse, route,
+fan-out), then ``next()`` on a ``listen()`` iterator. These are private parts of the
+library; the session stages are shown as n/a if they change.
 """
 
 from __future__ import annotations
@@ -13,19 +19,21 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine import flood_payloads  # noqa: E402
 from websockets.frames import Frame, Opcode  # noqa: E402
-from websockets.protocol import Protocol, Side, State  # noqa: E402
 
 from vectorshift_sync import _protocol as proto  # noqa: E402
+from vectorshift_sync._connection import Connection, ConnectionSink  # noqa: E402
+from vectorshift_sync._ioloop import IOLoop  # noqa: E402
 from vectorshift_sync._subscribers import SubscriberQueue  # noqa: E402
 
 N = 20_000
 SID = "6b0192833d1ed31d66c7965c"
+READ = 1 << 16  # what one recv() returns from a flooded socket
 
 
 def best_us(run: Callable[[], Any], reps: int = 5) -> float:
@@ -37,29 +45,88 @@ def best_us(run: Callable[[], Any], reps: int = 5) -> float:
     return best / N * 1e6
 
 
+class WireBytes:
+    """A stand-in socket: ``recv()`` hands out the wire bytes a chunk at a time, then
+    would block (as a drained non-blocking socket does). Nothing else is called while
+    the connection lives."""
+
+    def __init__(self, chunks: List[bytes]) -> None:
+        self.chunks = chunks
+        self.next = 0
+
+    def recv(self, size: int) -> bytes:
+        if self.next >= len(self.chunks):
+            raise BlockingIOError
+        chunk = self.chunks[self.next]
+        self.next += 1
+        return chunk
+
+    @property
+    def left(self) -> bool:
+        return self.next < len(self.chunks)
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def fileno(self) -> int:
+        return -1
+
+
+class Each(ConnectionSink):
+    """Hands every message to ``handle`` (as the session's sink hands a read's worth)."""
+
+    def __init__(self, handle: Optional[Callable[[bytes], Any]]) -> None:
+        self.handle = handle
+
+    def connection_messages(self, connection: Connection, messages: List[bytes]) -> None:
+        handle = self.handle
+        if handle is not None:
+            for message in messages:
+                handle(message)
+
+    def connection_ended(self, connection: Connection, ending: Any) -> None:
+        raise RuntimeError(f"the connection ended: {ending.reason}")
+
+    def keepalive_frame(self) -> Optional[str]:
+        return None
+
+
 def main() -> int:
     payloads = flood_payloads(SID, N)
     blob = b"".join(Frame(Opcode.TEXT, p).serialize(mask=False) for p in payloads)
-    chunks = [blob[i : i + 65536] for i in range(0, len(blob), 65536)]
+    chunks = [blob[i : i + READ] for i in range(0, len(blob), READ)]
+    loop = IOLoop()  # never started: on_readable is called here, on this thread
 
-    def pipeline(handle: Callable[[bytearray], Any]) -> Callable[[], None]:
-        """Frame each chunk, then hand each frame to ``handle`` while it is hot,
-        as the reader thread does."""
+    def connection(sink: ConnectionSink) -> Connection:
+        return Connection(
+            WireBytes(chunks),  # type: ignore[arg-type]
+            sink,
+            max_message_size=None,
+            write_timeout=30.0,
+            ping_interval=30.0,
+            idle_timeout=60.0,
+            loop=loop,
+        )
+
+    def reading(sink: ConnectionSink) -> Callable[[], None]:
+        """What the I/O thread does while the socket has bytes: on_readable, which
+        reads, frames, assembles and hands each read's messages to ``sink``."""
 
         def run() -> None:
-            protocol = Protocol(Side.CLIENT, state=State.OPEN, max_size=None)
-            for chunk in chunks:
-                protocol.receive_data(chunk)
-                for frame in protocol.events_received():
-                    handle(frame.data)
+            conn = connection(sink)
+            wire = conn._sock
+            while wire.left:  # type: ignore[attr-defined]
+                conn.on_readable()
 
         return run
 
-    framing = best_us(pipeline(lambda data: None))
-    rows = [("websockets framing (sans-I/O Protocol, 64 KiB chunks)", framing)]
-    rows.append(("json.loads(bytearray), for reference", best_us(pipeline(json.loads)) - framing))
-    rows.append(("  _protocol._loads (same result)", best_us(pipeline(proto._loads)) - framing))
-    parse = best_us(pipeline(lambda data: proto.parse_frame(data, SID))) - framing
+    framing = best_us(reading(Each(None)))
+    rows = [("websockets framing: Connection.on_readable, 64 KiB reads", framing)]
+    rows.append(("json.loads(bytes), for reference", best_us(reading(Each(json.loads))) - framing))
+    rows.append(
+        ("  _protocol._loads (same result)", best_us(reading(Each(proto._loads))) - framing)
+    )
+    parse = best_us(reading(Each(lambda data: proto.parse_frame(data, SID)))) - framing
     rows.append(("parse_frame (includes _loads)", parse))
     events = [proto.parse_frame(p, SID).event for p in payloads]
     queue = SubscriberQueue(0)
@@ -83,42 +150,47 @@ def main() -> int:
     filling = best_us(fill)
     rows.append(("SubscriberQueue.take", best_us(take) - filling))
     try:
-        from vectorshift_sync.session import Session
+        from vectorshift_sync.session import Session, _State
 
         session = Session(owner_type="agent", owner_id="x", session_id=SID)
-        session._state = "open"  # no socket: only the routing is timed
+        session._state = _State.OPEN  # no socket: only the routing is timed
         listener = session.listen(maxsize=0)
         pending = listener._queue
+        sink = session._sink
 
-        def reader() -> None:
-            # As the reader (or a consumer holding the read lease) does: one
-            # read's frames are parsed, then routed under one lock hold.
+        def routing() -> None:
+            # As the I/O thread does: each read's frames go through the session's
+            # sink to _on_messages (parsed, then routed under one lock hold).
             pending.clear()
-            protocol = Protocol(Side.CLIENT, state=State.OPEN, max_size=None)
-            for chunk in chunks:
-                protocol.receive_data(chunk)
-                session._on_messages([frame.data for frame in protocol.events_received()])
+            conn = connection(sink)
+            session._connection = conn  # the sink serves the session's connection only
+            wire = conn._sock
+            while wire.left:  # type: ignore[attr-defined]
+                conn.on_readable()
 
-        total = best_us(reader) - framing
+        total = best_us(routing) - framing
+        if pending.qsize() != N:
+            raise RuntimeError(f"the listener got {pending.qsize()} of {N} events")
         rows.append(("Session._on_messages: parse_frame + route + fan-out + offer", total))
         rows.append(("  of which route + fan-out + offer", total - parse))
+
+        def fill_listener() -> None:
+            pending.clear()
+            pending.offer_many(events)  # type: ignore[arg-type]
 
         def consume() -> None:
             fill_listener()
             for _ in range(N):
                 next(listener)
 
-        def fill_listener() -> None:
-            pending.clear()
-            listener._buffer, listener._position = [], 0
-            pending.offer_many(events)  # type: ignore[arg-type]
-
         rows.append(
             ("next(listener): the consumer's side", best_us(consume) - best_us(fill_listener))
         )
         budget = framing + total + rows[-1][1]
-        rows.append(("sum: one delta through the reader and the consumer", budget))
+        rows.append(("sum: one delta through the I/O thread and the consumer", budget))
         rows.append((f"  = {1e6 / budget:,.0f} events/s on one core, with no thread hand-off", 0.0))
+        session._connection = None
+        session._state = _State.CLOSED  # nothing to say goodbye to at exit
     except Exception as exc:  # session internals changed
         rows.append((f"session stages n/a ({type(exc).__name__}: {exc})", float("nan")))
     print(f"per message_delta, single thread, best of 5 over {N:,} frames (us):")

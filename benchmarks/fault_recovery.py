@@ -244,7 +244,7 @@ def disconnect_race(engine: LocalEngine) -> Row:
         started = time.monotonic()
         session.disconnect()
         worst = max(worst, time.monotonic() - started)
-    return ("disconnect() racing the reader (x20)", "clean; worst disconnect time", worst, "0")
+    return ("disconnect() racing the I/O thread (x20)", "clean; worst disconnect time", worst, "0")
 
 
 def main() -> int:

@@ -4,11 +4,14 @@ The benchmark engine (``engine.py``, in a process of its own) sends deltas at a
 steady 2,000/s, each stamped with the sender's ``time.monotonic()``; one
 ``listen()`` consumes them. Timestamps taken inside this process at each stage of
 the receive path split every delta's latency into: the wake-up (the engine's write,
-loopback, and the kernel waking whichever thread waits on the socket), the read and
-WebSocket framing, parsing and routing, and the hand-over to the consumer. It also
-counts how many deltas were read by the consuming thread itself (the read lease)
-rather than handed over by the reader thread. The stages wrap private methods of
-``Session`` and ``Transport``: a measuring tool, not an example.
+loopback, and the kernel waking the I/O thread, ``vectorshift-io``, out of its
+``select()``), the read and WebSocket framing (``Connection.on_readable`` up to the
+hand-off to the session), parsing and routing (``Session._on_messages`` up to the
+offer to the listener's queue), and the hand-over to the consumer (its thread
+waking and ``next()`` returning). It also checks that every delta was read on the
+I/O thread: consumers only ever wait on their own queue. The stages wrap private
+parts of the library (the I/O loop's selector, ``Session._on_messages`` and
+``Session._publish_locked``): a measuring tool, not an example.
 
 Unlike ``breakdown.py`` (hot loops, best of 5) this is the cold path: between two
 deltas the CPU idles for half a millisecond, so caches and branch predictors are
@@ -19,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import selectors
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -31,7 +36,7 @@ sys.path.insert(0, str(HERE.parent))
 from _percentiles import percentile  # noqa: E402
 from run import start_engine, stop_engine  # noqa: E402
 
-from vectorshift_sync import _transport  # noqa: E402
+from vectorshift_sync import _ioloop  # noqa: E402
 from vectorshift_sync.events import SessionEventType  # noqa: E402
 from vectorshift_sync.session import Session  # noqa: E402
 
@@ -39,55 +44,51 @@ STAGES = ("wake-up", "read + framing", "parse + route", "to the consumer")
 DELTA = SessionEventType.MESSAGE_DELTA
 
 
-class _Stamps(threading.local):
-    """The latest time each stage finished, per thread (the reader's and the
-    consumer's reads must not overwrite each other's stamps), and the record of
-    the read being routed on this thread."""
+class _Stamps:
+    """The latest times the I/O thread's stages finished (only that thread writes)."""
 
-    def __init__(self) -> None:
-        self.woke = self.read = 0.0
-        self.record: List[Any] = []
+    woke = 0.0
+    read = 0.0
 
 
 _stamps = _Stamps()
-#: Per delta index: [woke, read, routed, thread] of the read that routed it. Joined
+#: Per delta index: [woke, read, offered, thread name] of the read that routed it. Joined
 #: with the consumer's rows only once the session is closed, when every read has
-#: finished: a consumer on another thread may take an event before its read is done.
+#: finished: the consumer may take an event before its read's routing is done.
 _by_index: Dict[int, List[Any]] = {}
 
 
-def _instrument() -> None:
-    wait_readable = _transport.Transport.wait_readable
-    read = _transport.Transport.read
-    on_messages = Session._on_messages
-    fan_out = Session._fan_out_many
+class _TimedSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """The I/O loop's selector, stamping the moment ``select()`` returns."""
 
-    def timed_wait(self: Any, timeout: float, poller: Optional[Any] = None) -> bool:
-        ready = wait_readable(self, timeout, poller)
+    def select(self, timeout: Optional[float] = None) -> List[Tuple[Any, int]]:
+        ready = super().select(timeout)
         _stamps.woke = time.monotonic()
         return ready
 
-    def timed_read(self: Any) -> Optional[List[bytes]]:
-        messages = read(self)
-        _stamps.read = time.monotonic()
-        return messages
+
+def _instrument() -> None:
+    # The loop makes its selector when its thread starts (no session is open yet).
+    shim = types.SimpleNamespace(**vars(selectors))
+    shim.DefaultSelector = _TimedSelector
+    _ioloop.selectors = shim  # type: ignore[attr-defined]
+    on_messages = Session._on_messages
+    publish = Session._publish_locked
 
     def timed_route(self: Any, raws: List[bytes]) -> None:
-        record = [_stamps.woke, _stamps.read, 0.0, threading.get_ident()]
-        _stamps.record = record
+        # Called by Connection.on_readable once it has read and framed.
+        _stamps.read = time.monotonic()
         on_messages(self, raws)
-        record[2] = time.monotonic()
 
-    def noted_fan_out(self: Any, events: List[Any]) -> None:
+    def noted_publish(self: Any, events: List[Any]) -> None:
+        publish(self, events)  # the events are in the listener's queue now
+        record = [_stamps.woke, _stamps.read, time.monotonic(), threading.current_thread().name]
         for event in events:
             if event.type is DELTA:
-                _by_index[event.data["index"]] = _stamps.record
-        fan_out(self, events)
+                _by_index[event.data["index"]] = record
 
-    _transport.Transport.wait_readable = timed_wait  # type: ignore[method-assign]
-    _transport.Transport.read = timed_read  # type: ignore[method-assign]
     Session._on_messages = timed_route  # type: ignore[method-assign]
-    Session._fan_out_many = noted_fan_out  # type: ignore[method-assign]
+    Session._publish_locked = noted_publish  # type: ignore[method-assign]
 
 
 def measure(agent_id: str, n: int, rate: float) -> Dict[str, Any]:
@@ -100,14 +101,13 @@ def measure(agent_id: str, n: int, rate: float) -> Dict[str, Any]:
                     seen.append((event.data["index"], time.monotonic(), float(event.delta or 0.0)))
                     if len(seen) == n:
                         break
-    me = threading.get_ident()
     rows: List[List[float]] = []
-    own = 0
+    on_io = 0
     for index, now, sent in seen:
-        woke, read, routed, by = _by_index[index]
-        own += by == me
-        rows.append([woke - sent, read - woke, routed - read, now - routed, now - sent])
-    return {"rows": rows, "own": own}
+        woke, read, offered, by = _by_index[index]
+        on_io += by == _ioloop.THREAD_NAME
+        rows.append([woke - sent, read - woke, offered - read, now - offered, now - sent])
+    return {"rows": rows, "on_io": on_io}
 
 
 def main() -> int:
@@ -130,7 +130,7 @@ def main() -> int:
         column = sorted(row[i] for row in rows)
         p50, p90, p99 = (percentile(column, q) * 1e6 for q in (0.5, 0.9, 0.99))
         print(f"  {stage:34} {p50:7.1f} {p90:7.1f} {p99:7.1f}")
-    print(f"  read by the consuming thread itself: {result['own']:,} of {len(rows):,}")
+    print(f"  read on the I/O thread ({_ioloop.THREAD_NAME}): {result['on_io']:,} of {len(rows):,}")
     return 0
 
 

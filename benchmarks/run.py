@@ -43,7 +43,7 @@ OFFICIAL_VERSION = "0.1.15"
 THROUGHPUT_VARIANTS = [
     ("raw_default", "sync"),
     ("raw", "sync"),
-    ("transport", "sync"),
+    ("connection", "sync"),
     ("listen", "official"),
     ("listen", "sync"),
     ("callbacks", "sync"),
@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         for driver in drivers.values():
             driver.close()
         drivers.clear()
-        if "load" in results:  # before the scale test's thousand threads count as load
+        if "load" in results:  # before the scale test's sessions count as load
             results["load"][1] = os.getloadavg()[0]
         if only is not None and "scale" not in only:
             return results
@@ -383,7 +383,7 @@ def _throughput(results: Dict[str, Any], args: argparse.Namespace, targets: List
     rows = [
         ("(a) raw websocket-client recv()+json.loads, defaults", "sync:raw_default"),
         ("(a) raw websocket-client, skip_utf8_validation: floor", "sync:raw"),
-        ("ours, transport only: bulk reads+framing+json.loads", "sync:transport"),
+        ("ours, connection only: I/O thread+framing+json.loads", "sync:connection"),
         ("(b) official SDK listen()", "official:listen"),
         ("(c) ours listen()", "sync:listen"),
         ("(d) ours callbacks, session.on()", "sync:callbacks"),
@@ -486,10 +486,10 @@ def _scale(results: Dict[str, Any], args: argparse.Namespace, targets: List[str]
     if "error" in sc:
         lines.append(f"  FAILED: {sc['error']}")
         return lines
-    extra = sc["threads_streaming"] - sc["sessions"]
+    added = sc["threads_streaming"] - sc["threads_before"]
     lines += [
-        f"  threads while streaming: {sc['threads_streaming']:,} "
-        f"(= {sc['sessions']:,} x 1 + {extra}); before connecting: {sc['threads_before']}",
+        f"  threads while streaming: {sc['threads_streaming']:,} ({added:+,} for "
+        f"{sc['sessions']:,} sessions); before connecting: {sc['threads_before']}",
         f"  RSS: {sc['rss_base_mb']:.0f} MB before, {sc['rss_idle_mb']:.0f} MB connected, "
         f"{sc['rss_streaming_mb']:.0f} MB streaming, {sc['rss_peak_mb']:.0f} MB peak",
         f"  events: {sc['received']:,} of {sc['expected']:,}, lost {sc['lost']:,}",
@@ -498,7 +498,8 @@ def _scale(results: Dict[str, Any], args: argparse.Namespace, targets: List[str]
         f"{sc.get('cpu_s', 0):.1f} s = {sc.get('cpu_us_per_event', 0):.0f} us/event",
     ]
     targets.append(
-        f"{_verdict(extra <= 16)} <= 1 thread per session + constant: {sc['sessions']:,} + {extra}"
+        f"{_verdict(added <= sc['sessions'] + 16)} <= 1 thread per session + constant: "
+        f"{added:+,} threads for {sc['sessions']:,} sessions"
     )
     targets.append(f"{_verdict(sc['rss_peak_mb'] < 200)} RSS < 200 MB: {sc['rss_peak_mb']:.0f} MB")
     targets.append(f"{_verdict(sc['lost'] == 0)} 0 events lost: {sc['lost']:,}")

@@ -8,7 +8,7 @@ start-up per measurement. ``python sync_driver.py scale`` runs the 1,000-session
 once, in a fresh process of its own (threads and RSS are per process).
 
 Commands: ``{"op": "throughput", "variant": V, "n": N}`` with V in ``raw_default``,
-``raw``, ``transport``, ``listen``, ``callbacks``; ``{"op": "latency", "variant": V,
+``raw``, ``connection``, ``listen``, ``callbacks``; ``{"op": "latency", "variant": V,
 "n": N, "rate": R}`` with V in ``listen``, ``callbacks``; ``{"op": "connect",
 "count": K}``.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import statistics
 import sys
 import threading
@@ -32,7 +33,7 @@ from _percentiles import latency_summary  # noqa: E402
 from engine import raise_fd_limit  # noqa: E402
 
 from vectorshift_sync import Agent  # noqa: E402
-from vectorshift_sync._transport import open_transport  # noqa: E402
+from vectorshift_sync._connection import Connection, ConnectionSink, open_socket  # noqa: E402
 from vectorshift_sync.events import SessionEvent, SessionEventType  # noqa: E402
 from vectorshift_sync.session import Session  # noqa: E402
 
@@ -136,49 +137,80 @@ def throughput_raw(n: int, skip_utf8: bool) -> Dict[str, Any]:
         ws.close(timeout=1)
 
 
-def throughput_transport(n: int) -> Dict[str, Any]:
-    """Our receive path without the session: bulk reads + sans-I/O framing + json.loads."""
-    transport = open_transport(
-        _url(), _key(), timeout=30.0, max_message_size=None, write_timeout=30.0
+class _Frames(ConnectionSink):
+    """Our connection without the session: every message is ``json.loads``-ed on the
+    I/O thread and handed to ``handle`` there (no parse_frame, routing or hand-off)."""
+
+    def __init__(self) -> None:
+        self.handle: Callable[[Dict[str, Any]], None] = lambda frame: None
+        self.ended = threading.Event()
+
+    def connection_messages(self, connection: Connection, messages: List[bytes]) -> None:
+        handle, loads = self.handle, json.loads
+        for raw in messages:
+            handle(loads(raw))
+
+    def connection_ended(self, connection: Connection, ending: Any) -> None:
+        self.ended.set()
+
+    def keepalive_frame(self) -> Optional[str]:
+        return None
+
+
+def throughput_connection(n: int) -> Dict[str, Any]:
+    """Our receive path without the session: the I/O thread's bulk reads, sans-I/O
+    framing and json.loads, counted on the I/O thread itself."""
+    sink = _Frames()
+    frames: "queue.Queue[Dict[str, Any]]" = queue.Queue()
+    sink.handle = frames.put
+    connection = Connection(
+        open_socket(_url(), _key(), timeout=30.0),
+        sink,
+        max_message_size=None,
+        write_timeout=30.0,
+        ping_interval=30.0,
+        idle_timeout=WAIT,
     )
+    connection.start()
+
+    def until(done: Callable[[Dict[str, Any]], bool]) -> Dict[str, Any]:
+        while True:
+            frame = frames.get(timeout=30.0)
+            if done(frame):
+                return frame
+
     try:
-        transport.send_text(
+        connection.send_text(
             json.dumps(
                 {"type": "create_session", "object_type": "agent", "object_id": AGENTS["flood"]}
             )
         )
-        session_id = None
-        while session_id is None:
-            for raw in transport.receive(30.0) or []:
-                frame = json.loads(raw)
-                if frame.get("type") == "session_created":
-                    session_id = frame["session_id"]
-        transport.send_text(json.dumps({"type": "connect_session", "session_id": session_id}))
+        session_id = until(lambda f: f.get("type") == "session_created")["session_id"]
+        connection.send_text(json.dumps({"type": "connect_session", "session_id": session_id}))
 
         def post(text: str) -> None:
-            transport.send_text(
+            connection.send_text(
                 json.dumps({"type": "post_message", "session_id": session_id, "content": text})
             )
 
         post(f"prep {n}")
-        idle = False
-        while not idle:
-            idle = any(_is_idle(json.loads(raw)) for raw in transport.receive(30.0) or [])
+        until(_is_idle)
         clock = Clock(n)
+        done = threading.Event()
+
+        def count(frame: Dict[str, Any]) -> None:
+            if frame.get("type") == "message_delta" and clock.tick():
+                done.set()
+
+        sink.handle = count
         sent = time.monotonic()
         post("go")
-        loads = json.loads
-        done = False
-        while not done:
-            for raw in transport.receive(30.0) or []:
-                frame = loads(raw)
-                if frame.get("type") == "message_delta" and clock.tick():
-                    done = True
-                    break
+        if not done.wait(WAIT):
+            raise TimeoutError(f"the connection saw {clock.count} of {n} deltas")
         return clock.result(sent)
     finally:
-        transport.send_close()
-        transport.release()
+        connection.send_close()
+        connection.close(5.0)
 
 
 def _session(kind: str) -> Session:
@@ -369,7 +401,7 @@ def scale(sessions: int, n: int, rate: float, workers: int = 8) -> Dict[str, Any
 OPS: Dict[str, Callable[..., Dict[str, Any]]] = {
     "throughput:raw_default": lambda c: throughput_raw(c["n"], False),
     "throughput:raw": lambda c: throughput_raw(c["n"], True),
-    "throughput:transport": lambda c: throughput_transport(c["n"]),
+    "throughput:connection": lambda c: throughput_connection(c["n"]),
     "throughput:listen": lambda c: throughput_listen(c["n"]),
     "throughput:callbacks": lambda c: throughput_callbacks(c["n"]),
     "latency:listen": lambda c: latency_listen(c["n"], c["rate"]),

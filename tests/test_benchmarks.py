@@ -83,9 +83,9 @@ def test_latency_stages_split_a_paced_stream() -> None:
     out = _run_script("latency_stages.py", "--n", "300")
     for stage in ("wake-up", "read + framing", "parse + route", "to the consumer", "total"):
         assert re.search(re.escape(stage) + r".*( +\d+\.\d){3}$", out, re.M), out
-    # Not a speed check: that a waiting listen() really reads for itself.
-    own = re.search(r"read by the consuming thread itself: ([\d,]+) of 300$", out, re.M)
-    assert own and int(own.group(1).replace(",", "")) >= 150, out
+    # Not a speed check: every delta is read and routed on the one I/O thread (the
+    # stages really wrapped the live path), never by the consumer.
+    assert re.search(r"read on the I/O thread \(vectorshift-io\): 300 of 300$", out, re.M), out
 
 
 def _compat_required() -> bool:
@@ -99,7 +99,6 @@ def test_quick_scale_run_covers_every_section(tmp_path: Path) -> None:
     delta is lost, every turn ends, nothing unexplained (ERROR, SESSION_CONNECTED)
     happens, and in the chaos run every cut session's reply arrives exactly once."""
     results = tmp_path / "scale.json"
-    # A TLS disconnect of the read-lease library can stall 30 s (reported, bounded).
     out = _run_script("scale.py", "--quick", "--tls", "--chaos", "--json", str(results))
     for heading in ("## vectorshift_sync scale benchmark", "### Scale", "### wss://", "### Chaos"):
         assert heading in out, out
