@@ -49,6 +49,11 @@ setup(
             "nbclient>=0.7",
             "nbformat>=5.7",
             "ipykernel>=6",
+            # examples/celery_chat, run by tests/test_celery.py against Debian's
+            # redis-server (apt-get install redis-server). Celery 5.3 is the first
+            # on Python 3.12; redis-py 5 and 6 still install on Python 3.9.
+            "celery[redis]>=5.3,<6",
+            "redis>=4.5,<7",
             # tests/test_browser.py drives Debian's chromium (apt-get install chromium);
             # never `playwright install`: it downloads a browser of its own.
             "playwright>=1.40",
