@@ -34,7 +34,7 @@ from .errors import (
     SessionError,
     SessionTimeoutError,
     VectorshiftError,
-    api_error_for_status,
+    handshake_error_for_status,
 )
 
 __all__ = ["Transport", "TransportClosed", "SessionConnectionError", "open_transport"]
@@ -311,8 +311,9 @@ def open_transport(
 ) -> Transport:
     """Dial ``url`` with the Bearer header and return a connected :class:`Transport`.
 
-    Raises the HTTP status family (e.g. :class:`AuthenticationError`) when the upgrade
-    is refused, :class:`SessionTimeoutError` when ``timeout`` runs out, and
+    Raises a :class:`SessionHandshakeError` that is also the HTTP status class (e.g.
+    :class:`AuthenticationError`) when the upgrade is refused,
+    :class:`SessionTimeoutError` when ``timeout`` runs out, and
     :class:`SessionConnectionError` for any other failure to connect.
     """
     options: Dict[str, Any] = dict(proxy or {})
@@ -330,12 +331,12 @@ def open_transport(
     except websocket.WebSocketBadStatusException as exc:
         body = exc.resp_body or b""
         text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-        raise api_error_for_status(
+        raise handshake_error_for_status(
             exc.status_code,
-            method="GET",
             endpoint=_path_of(url),
             raw_response=text,
             error_message=_error_message(text),
+            headers=getattr(exc, "resp_headers", None),
         ) from None
     except (websocket.WebSocketTimeoutException, socket.timeout) as exc:
         raise SessionTimeoutError(

@@ -65,6 +65,7 @@ from ._recovery import (
     ReconnectPolicy,
     is_recoverable,
     missed_replies,
+    next_pause,
 )
 from ._subscribers import SLICE, Ended, SubscriberQueue
 from ._transport import SessionConnectionError, Transport, TransportClosed, open_transport
@@ -1135,6 +1136,7 @@ class Session:
         assert policy is not None
         started = time.monotonic()
         attempt = 0
+        last_error: Optional[BaseException] = None
         while True:
             attempt += 1
             elapsed = time.monotonic() - started
@@ -1153,7 +1155,8 @@ class Session:
                 if verdict is False:
                     self._reconnect_failed(f"{reason}; reconnecting stopped by on_reconnect")
                     return
-            pause = min(policy.delay(attempt), max(0.0, policy.max_time - elapsed))
+            pause = next_pause(policy, attempt, last_error)
+            pause = min(pause, max(0.0, policy.max_time - elapsed))
             if self._stop_reconnect.wait(pause):
                 return  # disconnect() or terminate() was called
             remaining = policy.max_time - (time.monotonic() - started)
@@ -1164,7 +1167,7 @@ class Session:
             except Exception as exc:
                 if self._stop_reconnect.is_set():
                     return
-                reason = str(exc)
+                last_error, reason = exc, str(exc)
                 logger.info("reconnect attempt %d failed: %s", attempt, exc)
                 if not is_recoverable(exc):
                     self._reconnect_failed(reason)
