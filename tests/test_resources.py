@@ -39,7 +39,7 @@ CONVERSATIONAL = {"_id": "agent_1", "name": "Helper", "agent_type": "conversatio
 
 @pytest.fixture
 def api() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
         yield mock
 
 

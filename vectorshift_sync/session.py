@@ -298,9 +298,15 @@ class Session:
 
     @property
     def is_connected(self) -> bool:
-        """True while the WebSocket is open and the session attached."""
+        """True while the WebSocket is open and the session attached (never in a
+        child process that inherited the session across ``fork()``)."""
         transport = self._transport
-        return self._state == _OPEN and transport is not None and not transport.closed
+        return (
+            self._state == _OPEN
+            and transport is not None
+            and not transport.closed
+            and not self._forked()
+        )
 
     def __repr__(self) -> str:
         owner = f"{self._owner_type}:{self._owner_id}" if self._owner_type else "-"
