@@ -24,6 +24,7 @@ import threading
 from typing import Any, Dict, List, Mapping, Optional
 
 import websocket
+from websockets.exceptions import PayloadTooBig
 from websockets.frames import Opcode
 from websockets.protocol import Protocol, Side, State
 
@@ -267,6 +268,9 @@ class Transport:
         protocol = self._protocol
         if self._aborted:
             return TransportClosed("connection closed locally", clean=True)
+        exc = getattr(protocol, "parser_exc", None)
+        if isinstance(exc, PayloadTooBig):  # ours to report: the server only saw a 1009
+            return TransportClosed(f"a message from the server exceeded max_message_size: {exc}")
         received = protocol.close_rcvd
         if received is not None:
             clean = received.code == 1000
