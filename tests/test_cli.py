@@ -415,3 +415,121 @@ def test_ctrl_c_with_the_embedded_engine_mid_reply() -> None:
     assert code == 130
     assert "running on the local VectorShift engine" not in running.stdout
     assert "Traceback" not in running.stderr.decode()
+
+
+# --- options and prompts no other test reaches ---------------------------------------
+
+
+def test_no_denies_every_tool_call_without_asking() -> None:
+    result = _chat(["-m", "approve this", "--no"])
+    _clean(result)
+    assert result.returncode == 0, result.stderr
+    assert "[approval] send_email(to='team@example.com'" in result.stdout
+    assert "denied (--no)" in result.stdout
+    assert "You denied send_email, so nothing was sent." in result.stdout
+    assert "[y/N]" not in result.stdout  # never asked
+
+
+def test_end_of_input_at_an_approval_prompt_denies_it() -> None:
+    result = _chat(stdin="please approve this\n")  # then the input ends: no answer
+    _clean(result)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "? [y/N] " in out and "Reason (optional)" not in out
+    assert "denied (no answer before end of input)" in out
+    assert "You denied send_email, so nothing was sent." in out
+
+
+def test_help_lists_the_commands() -> None:
+    result = _chat(stdin="/help\n")
+    _clean(result)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "/history  show this session's messages",
+        "/new      start a new session with the same agent",
+        "/quit     leave (end of input and Ctrl-D too); the session stays resumable",
+        "//text    send a message that starts with /",
+    ]
+
+
+def test_a_turn_that_times_out_is_one_line_and_the_script_stops(
+    engine: LocalEngine, gate: threading.Event
+) -> None:
+    started = time.monotonic()
+    result = _chat(["--agent", "Gated Agent", "--timeout", "0.5"], "hi\nnever sent\n", engine.env)
+    _clean(result)
+    assert result.returncode == 1, result.stderr
+    assert "Hello " in result.stdout and "world" not in result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: the turn did not end within 0.5s (session {_session_of(result)!r}); it may "
+        "still be running on the engine"
+    ], result.stderr
+    assert [f["content"] for f in engine.received("post_message")] == ["hi"]
+    assert time.monotonic() - started < scaled(15)
+
+
+def _session_of(result: subprocess.CompletedProcess[str]) -> str:
+    found = SESSION_LINE.search(result.stderr)
+    assert found, result.stderr
+    return found.group(1)
+
+
+def test_local_uses_the_embedded_engine_even_with_a_key(engine: LocalEngine) -> None:
+    # The key and URLs point at a real engine here; --local must ignore them.
+    result = _chat(["--local", "-m", "hi"], env=engine.env)
+    _clean(result)
+    assert result.returncode == 0, result.stderr
+    assert re.search(
+        r"^--local given: using the embedded local engine at http://127\.0\.0\.1:\d+/v1",
+        result.stderr, re.M,
+    ), result.stderr
+    assert "running on the local VectorShift engine" in result.stdout
+    assert f":{engine.port}/" not in result.stderr
+    assert engine.received() == []  # nothing reached the engine the key points at
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
+@pytest.mark.parametrize("no_color", [None, "1"], ids=["terminal", "NO_COLOR"])
+def test_colour_on_a_terminal_unless_no_color(no_color: Optional[str]) -> None:
+    import pty
+    import select
+
+    leader, follower = pty.openpty()
+    env = _env({"NO_COLOR": no_color} if no_color else None)
+    try:
+        process = subprocess.Popen(
+            _command(["--stream-delay", "0", "-m", "hi"]),
+            stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE,
+            env=env, cwd=ROOT,
+        )
+    finally:
+        os.close(follower)
+    out = b""
+    deadline = time.monotonic() + scaled(20)
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert process.wait(scaled(10)) == 0
+    finally:
+        os.close(leader)
+        if process.poll() is None:
+            process.kill()
+            process.wait(scaled(5))
+        assert process.stderr is not None
+        process.stderr.close()
+    text = out.decode()
+    assert 'You said: "hi".' in re.sub(r"\x1b\[[0-9;]*m", "", text)
+    if no_color:
+        assert "\x1b" not in text, text
+    else:
+        assert "\x1b[2m[tool] word_count(text='hi')\x1b[0m" in text, text

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 from typing import Iterator
 
 import pytest
@@ -14,6 +13,8 @@ import websocket
 from test_engine_support import KEY, RawClient, auth, engine_running, scaled
 
 from vectorshift_sync.testing import LocalEngine
+from vectorshift_sync.testing._engine import _method_not_allowed
+from vectorshift_sync.testing._sockets import ClientSocket
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -187,15 +188,30 @@ def test_every_other_method_on_every_path_is_405(
     assert response.json() == {"error": f"method not allowed: {method}"}
 
 
-def test_a_method_split_across_reads_is_still_405(engine: LocalEngine) -> None:
-    with socket.create_connection(("127.0.0.1", engine.port), timeout=scaled(5)) as raw:
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        raw.sendall(b"DEL")
-        time.sleep(0.1)  # the engine has read the first part on its own by now
-        raw.sendall(b"ETE /v1/agents HTTP/1.1\r\nHost: localhost\r\n\r\n")
+def test_a_method_split_across_reads_is_still_405() -> None:
+    """The engine's socket decides on the read that completes the method; a read that
+    ends inside it ("DEL") is passed on undecided. Driven one read at a time on a
+    socket pair, so the request really is split (no sleep hoping the server read)."""
+    client, accepted = socket.socketpair()
+    refused: list = []
+
+    def refuse(method: str) -> bytes:
+        refused.append(method)
+        return _method_not_allowed(method)
+
+    with client, ClientSocket(accepted, lambda: False, refuse) as engine_side:
+        engine_side.settimeout(scaled(5))
+        client.settimeout(scaled(5))
+        client.sendall(b"DEL")
+        assert engine_side.recv(4096) == b"DEL"  # the first read: not decided yet
+        assert refused == []
+        client.sendall(b"ETE /v1/agents HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert engine_side.recv(4096) == b""  # websockets sees the stream end
+        assert refused == ["DELETE"]
+        engine_side.shutdown(socket.SHUT_WR)
         reply = b""
         while True:
-            chunk = raw.recv(4096)
+            chunk = client.recv(4096)
             if not chunk:
                 break
             reply += chunk

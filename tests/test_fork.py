@@ -222,6 +222,22 @@ def test_the_child_can_continue_the_conversation_by_id(engine: LocalEngine, agen
         assert session.ask("and the parent goes on", timeout=scaled(10)).text == REPLY
 
 
+def test_a_forked_child_gets_an_io_thread_of_its_own(engine: LocalEngine, agent_id: str) -> None:
+    with Session(owner_type="agent", owner_id=agent_id) as session:
+        assert session.ask("before", timeout=scaled(10)).text == REPLY
+        parent_io = [t.native_id for t in threading.enumerate() if t.name == "vectorshift-io"]
+        assert len(parent_io) == 1
+
+        def child() -> Dict[str, Any]:
+            with Session(owner_type="agent", owner_id=agent_id) as own:
+                answer = own.ask("hi", timeout=5).text
+                io = [t.native_id for t in threading.enumerate() if t.name == "vectorshift-io"]
+            return {"answer": answer, "io_threads": len(io), "parent_thread": io == parent_io}
+
+        assert _fork(child) == {"answer": REPLY, "io_threads": 1, "parent_thread": False}
+        assert session.ask("after", timeout=scaled(10)).text == REPLY  # undisturbed
+
+
 # The parent's threads may be inside the session when fork() happens: the reader
 # holding the state lock while it routes a frame, a get_messages() holding the request
 # lock, a connect() holding the lifecycle lock. Those threads do not exist in the child
@@ -242,8 +258,15 @@ _CHILD_CALLS: Dict[str, Callable[[Session, Any], Any]] = {
     "is_connected": lambda s, listener: s.is_connected,
     "repr": lambda s, listener: repr(s),
 }
-#: What may happen instead of SessionForkedError: returning at once.
-_RETURNS = ("disconnect", "terminate", "off", "close an inherited listener", "is_connected", "repr")
+#: The calls that return at once in the child instead of raising SessionForkedError,
+#: and what they return: the child only forgets the parent's session, it never uses it.
+_CHILD_OUTCOMES: Dict[str, Dict[str, Any]] = {
+    "disconnect": {"outcome": "returned", "value": "None"},
+    "terminate": {"outcome": "returned", "value": "None"},
+    "off": {"outcome": "returned", "value": "False"},
+    "close an inherited listener": {"outcome": "returned", "value": "None"},
+    "is_connected": {"outcome": "returned", "value": "False"},
+}
 
 
 @pytest.mark.parametrize(
@@ -272,12 +295,13 @@ def test_the_child_never_waits_for_a_lock_the_parents_threads_held(
             for lock in reversed(locks):
                 lock.release()
         listener.close()
-    expected = (
-        ("returned", SessionForkedError.__name__)
-        if name in _RETURNS
-        else (SessionForkedError.__name__,)
-    )
-    assert result["outcome"] in expected, result
+    if name == "repr":
+        assert result["outcome"] == "returned" and "Session" in result["value"], result
+    elif name in _CHILD_OUTCOMES:
+        assert result == _CHILD_OUTCOMES[name]
+    else:
+        assert result["outcome"] == SessionForkedError.__name__, result
+        assert "fork()" in result["message"]
 
 
 def test_a_child_that_exits_normally_leaves_the_parents_session_open() -> None:

@@ -41,7 +41,7 @@ AGENT_URL = DEFAULT_BASE_URL + "/agent"
 
 @pytest.fixture
 def api() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
         yield mock
 
 
@@ -357,12 +357,12 @@ def test_real_read_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_real_connection_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    with socket.socket() as probe:
+    with socket.socket() as probe:  # bound, never listening, kept bound: refused
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    monkeypatch.setenv("VECTORSHIFT_BASE_URL", f"http://127.0.0.1:{port}/v1")
-    with pytest.raises(ApiConnectionError) as info:
-        get(timeout=5)
+        monkeypatch.setenv("VECTORSHIFT_BASE_URL", f"http://127.0.0.1:{port}/v1")
+        with pytest.raises(ApiConnectionError) as info:
+            get(timeout=5)
     assert not isinstance(info.value, ApiTimeoutError)
     assert f"127.0.0.1:{port}" in str(info.value)
 

@@ -10,7 +10,6 @@ repeated when Ctrl-C lands again and again in the middle of a flood.
 
 from __future__ import annotations
 
-import os
 import select
 import signal
 import socket
@@ -222,33 +221,6 @@ def test_an_idle_but_live_link_is_not_declared_half_open() -> None:
         connection.abort()
         connection.finished.wait(scaled(5))
         peer.close()
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
-def test_a_forked_child_gets_an_io_thread_of_its_own(engine: LocalEngine) -> None:
-    agent = engine.add_agent("Echo", turn=lambda ctx: ctx.stream("pong " + ctx.text))
-    with Session(owner_type="agent", owner_id=agent) as parent_session:
-        assert parent_session.ask("before", timeout=scaled(10)).text == "pong before"
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: report, then leave without running the parent's hooks
-            code = 1
-            try:
-                with Session(owner_type="agent", owner_id=agent) as child_session:
-                    answer = child_session.ask("child", timeout=10).text
-                    ios = [t.name for t in threading.enumerate() if t.name == "vectorshift-io"]
-                    os.write(write_end, f"{answer}|{len(ios)}".encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write_end)
-        _, status = os.waitpid(pid, 0)
-        report = os.read(read_end, 1000).decode()
-        os.close(read_end)
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, report
-        assert report == "pong child|1"
-        # the parent's session and its thread were never disturbed
-        assert parent_session.ask("after", timeout=scaled(10)).text == "pong after"
 
 
 # --- consumers only wait on their queues ----------------------------------------------------

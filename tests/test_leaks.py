@@ -97,7 +97,7 @@ def test_2000_sessions_leave_threads_fds_and_memory_at_baseline(
             monkeypatch.setenv(name, value)
         agent_id = engine.agent_id()
         gc.collect()
-        sessions_before = {id(o) for o in gc.get_objects() if isinstance(o, Session)}
+        sessions_before = {id(o) for o in gc.get_objects() if type(o) is Session}
         threads_before = sorted(t.name for t in threading.enumerate())
         os_threads_before = _os_threads()
         fds_before = _fds()
@@ -138,7 +138,7 @@ def test_2000_sessions_leave_threads_fds_and_memory_at_baseline(
         assert _os_threads() <= os_threads_before
         assert not fds_after - fds_before
         kept = [
-            o for o in gc.get_objects() if isinstance(o, Session) and id(o) not in sessions_before
+            o for o in gc.get_objects() if type(o) is Session and id(o) not in sessions_before
         ]
         assert not kept, f"{len(kept)} closed sessions are still referenced"
         assert traced_end - traced_warm < TRACED_GROWTH_LIMIT, "\n".join(map(str, top))

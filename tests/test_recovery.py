@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any, Dict, List
 
 import pytest
 
 from vectorshift_sync import (
+    ApiConnectionError,
+    ApiTimeoutError,
+    ArgumentTypeError,
     AuthenticationError,
+    InvalidArgumentError,
+    NotFoundError,
     PermissionDeniedError,
+    RateLimitError,
     SessionConnectionError,
+    SessionDisconnectedError,
+    SessionError,
+    SessionForkedError,
     SessionRefusedError,
     SessionTimeoutError,
 )
-from vectorshift_sync._recovery import ReconnectPolicy, is_recoverable, missed_replies
-from vectorshift_sync.errors import InternalServerError
+from vectorshift_sync._recovery import (
+    ReconnectPolicy,
+    is_recoverable,
+    missed_replies,
+    next_pause,
+)
+from vectorshift_sync.errors import InternalServerError, handshake_error_for_status
 from vectorshift_sync.events import SessionEventType, SessionMessage
 
 
@@ -74,18 +89,64 @@ def test_backoff_is_full_jitter_exponential_and_capped() -> None:
     assert all(low == 0.0 for low, _ in ceilings)
 
 
+def _handshake(status: int) -> BaseException:
+    return handshake_error_for_status(status, endpoint="/v1/ws/session")
+
+
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
+        # what time can fix: the network, timeouts, "later" from the server
+        (SessionConnectionError("refused"), True),
+        (SessionDisconnectedError("closed while waiting for the ack"), True),
+        (SessionTimeoutError("slow"), True),
+        (ApiConnectionError("unreachable"), True),
+        (ApiTimeoutError("slow"), True),
+        (ConnectionResetError(), True),
+        (ConnectionRefusedError(), True),
+        (TimeoutError(), True),
+        (socket.gaierror(-2, "Name or service not known"), True),
+        (_handshake(429), True),
+        (_handshake(500), True),
+        (_handshake(503), True),
+        (InternalServerError(503), True),
+        (RateLimitError(429), True),
+        # what it cannot: a refusal, no key, misuse, bugs
+        (_handshake(400), False),
+        (_handshake(401), False),
+        (_handshake(403), False),
+        (_handshake(404), False),
+        (_handshake(409), False),
+        (_handshake(422), False),
         (AuthenticationError(401), False),
         (PermissionDeniedError(403), False),
+        (NotFoundError(404), False),
         (SessionRefusedError("gone"), False),
-        (InternalServerError(503), True),
-        (SessionConnectionError("refused"), True),
-        (SessionTimeoutError("slow"), True),
-        (ConnectionResetError(), True),
+        (SessionError("no API key configured any more; cannot reconnect"), False),
+        (SessionForkedError("forked"), False),
+        (InvalidArgumentError("bad value"), False),
+        (ArgumentTypeError("bad type"), False),
         (ValueError("bug"), False),
+        (TypeError("bug"), False),
+        (KeyError("bug"), False),
+        (FileNotFoundError("a file"), False),
+        (PermissionError("a file"), False),
     ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
 )
 def test_what_is_worth_another_attempt(error: BaseException, expected: bool) -> None:
     assert is_recoverable(error) is expected
+
+
+def test_the_pause_is_the_backoff_or_a_longer_retry_after() -> None:
+    policy = ReconnectPolicy(base_delay=0.5, max_delay=3.0)
+    high = lambda low, high: high  # noqa: E731
+    assert next_pause(policy, 3, None, rand=high) == 1.0
+    slow = handshake_error_for_status(429, headers={"Retry-After": "7"})
+    assert slow.retry_after == 7.0
+    assert next_pause(policy, 3, slow, rand=high) == 7.0
+    quick = handshake_error_for_status(503, headers={"retry-after": "0.25"})
+    assert next_pause(policy, 3, quick, rand=high) == 1.0
+    undated = handshake_error_for_status(503, headers={"Retry-After": "Wed, 21 Oct 2015"})
+    assert undated.retry_after is None
+    assert next_pause(policy, 3, ValueError("no hint"), rand=high) == 1.0

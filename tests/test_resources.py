@@ -7,6 +7,7 @@ one test also builds the real class.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,14 +20,18 @@ from vectorshift_sync import agent as agent_module
 from vectorshift_sync import chatbot as chatbot_module
 from vectorshift_sync import session as session_module
 from vectorshift_sync._config import DEFAULT_BASE_URL
-from vectorshift_sync.agent import Agent, AgentType
+from vectorshift_sync.agent import Agent, AgentRunResult, AgentType
 from vectorshift_sync.chatbot import Chatbot
 from vectorshift_sync.errors import (
     ApiTimeoutError,
     ArgumentTypeError,
     AuthenticationError,
+    BadRequestError,
+    InternalServerError,
     InvalidArgumentError,
     NotFoundError,
+    RateLimitError,
+    UnprocessableEntityError,
     VectorshiftError,
 )
 from vectorshift_sync.session import Session
@@ -39,7 +44,7 @@ CONVERSATIONAL = {"_id": "agent_1", "name": "Helper", "agent_type": "conversatio
 
 @pytest.fixture
 def api() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
         yield mock
 
 
@@ -575,3 +580,72 @@ def test_public_names() -> None:
         "ConversationalRunActionRequiredError",
     ]
     assert chatbot_module.__all__ == ["Chatbot"]
+
+
+# --- a functional agent's run() ------------------------------------------------------
+
+
+FUNCTIONAL = {"_id": "agent_1", "name": "Calc", "agent_type": "functional"}
+RUN_URL = DEFAULT_BASE_URL + "/agent/agent_1/run"
+
+
+def test_functional_run_posts_the_inputs_and_parses_the_result(
+    api: responses.RequestsMock,
+) -> None:
+    agent = fetched_agent(api, FUNCTIONAL)
+    api.post(RUN_URL, json={
+        "run_id": "run_9", "status": "success", "outputs": {"sum": 3, "text": "three"},
+    })
+
+    class Skill:
+        content = "Answer in numbers."
+
+    result = agent.run({"a": 1, "b": 2}, "be exact", skill=Skill(), timeout=7)
+    request = api.calls[-1].request
+    assert request.method == "POST" and request.url == RUN_URL
+    assert request.headers["Authorization"] == f"Bearer {KEY}"
+    assert json.loads(request.body or b"") == {
+        "inputs": {"a": 1, "b": 2},
+        "additional_instructions": "be exact\n\nAnswer in numbers.",
+    }
+    assert result == AgentRunResult(
+        outputs={"sum": 3, "text": "three"}, run_id="run_9", status="success", error=None
+    )
+
+
+def test_functional_run_defaults_and_a_reported_failure(api: responses.RequestsMock) -> None:
+    agent = fetched_agent(api, FUNCTIONAL)
+    api.post(RUN_URL, json={"outputs": "not a dict", "error": 42, "status": "failed"})
+    result = agent.run()
+    assert json.loads(api.calls[-1].request.body or b"") == {"inputs": {}}
+    assert result == AgentRunResult(outputs={}, run_id="", status="failed", error="42")
+    api.post(RUN_URL, json={})
+    assert agent.run({}) == AgentRunResult()
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(400, BadRequestError), (401, AuthenticationError), (404, NotFoundError),
+     (422, UnprocessableEntityError), (429, RateLimitError), (500, InternalServerError)],
+)
+def test_functional_run_error_statuses(
+    api: responses.RequestsMock, status: int, error: type
+) -> None:
+    agent = fetched_agent(api, FUNCTIONAL)
+    api.post(RUN_URL, status=status, json={"error": "nope"})
+    with pytest.raises(error) as info:
+        agent.run({"a": 1})
+    assert info.value.status_code == status
+    assert info.value.method == "POST" and info.value.endpoint == "/agent/agent_1/run"
+    assert info.value.error_message == "nope"
+
+
+def test_functional_run_refuses_conversational_options(api: responses.RequestsMock) -> None:
+    agent = fetched_agent(api, FUNCTIONAL)
+    for options in ({"files": []}, {"session_id": "s"}, {"keep_alive": True},
+                    {"include_deltas": True}):
+        with pytest.raises(InvalidArgumentError, match="conversational agents only"):
+            agent.run({}, **options)
+    with pytest.raises(ArgumentTypeError, match="dict of inputs"):
+        agent.run("a message")
+    assert len(api.calls) == 1  # only the fetch: nothing was posted

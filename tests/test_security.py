@@ -135,15 +135,18 @@ def test_a_refused_key_is_not_in_the_error_the_trace_or_the_logs(
 def test_connection_errors_never_show_the_key(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with socket.socket() as probe:  # a port with nothing listening on it
+    caplog.set_level(logging.DEBUG)
+    # Bound, never listening, and kept bound until the end: connections are refused,
+    # and no other process can take the port in between.
+    with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    caplog.set_level(logging.DEBUG)
-    for url in (f"ws://127.0.0.1:{port}/v1", f"wss://127.0.0.1:{port}/v1"):
-        monkeypatch.setenv("VECTORSHIFT_WS_URL", url)
-        with pytest.raises(SessionConnectionError) as caught:
-            Session(owner_type="agent", owner_id="a" * 24, api_key=KEY).connect()
-        _assert_no_key_in_exception(caught.value, KEY)
+        for url in (f"ws://127.0.0.1:{port}/v1", f"wss://127.0.0.1:{port}/v1"):
+            monkeypatch.setenv("VECTORSHIFT_WS_URL", url)
+            with pytest.raises(SessionConnectionError) as caught:
+                Session(owner_type="agent", owner_id="a" * 24, api_key=KEY).connect()
+            _assert_no_key_in_exception(caught.value, KEY)
+            assert "refused" in str(caught.value)
     assert KEY not in _all_logged(caplog)
 
 

@@ -10,6 +10,7 @@ import _thread
 import io
 import json
 import logging
+import socket
 import threading
 import time
 from pathlib import Path
@@ -245,8 +246,12 @@ def test_history_survives_reconnect_and_resume(engine: LocalEngine, session: Ses
     until_turn_end(session.listen(timeout=scaled(5)))
     sid = session.session_id
     session.disconnect()
+    before = len(engine.received())
     with Session(session_id=sid) as resumed:
-        assert engine.wait_for_frame("connect_session", predicate=lambda f: True)
+        # The resumed session's own connect_session, not the first session's.
+        frame = engine.wait_for_frame("connect_session", since=before, timeout=scaled(5))
+        assert frame["session_id"] == sid
+        assert len(engine.received("create_session")) == 1  # attached, not created anew
         assert [m.text for m in resumed.get_messages()] == ["one", "You said: one"]
 
 
@@ -392,7 +397,6 @@ def test_callbacks_run_in_order_off_the_reader_and_are_isolated(
 ) -> None:
     seen: List[str] = []
     threads: set[str] = set()
-    hook_calls: List[Any] = []
     done = threading.Event()
 
     @session.on(E.MESSAGE_DELTA)
@@ -404,13 +408,11 @@ def test_callbacks_run_in_order_off_the_reader_and_are_isolated(
         raise RuntimeError("callback bug")
 
     session.on(None, broken)
-    session._on_callback_error = lambda exc, ev: hook_calls.append((exc, ev.type))
     session.on([E.PARTICIPANT_STATUS], lambda ev: done.set() if ev.is_turn_end else None)
     session.send("ordered")
     assert done.wait(scaled(5))
     assert "".join(seen) == "You said: ordered"
     assert len(threads) == 1 and next(iter(threads)).startswith("vectorshift-callbacks")
-    assert hook_calls and all(isinstance(exc, RuntimeError) for exc, _ in hook_calls)
     assert "callback bug" in caplog.text and "Traceback" in caplog.text
     assert session.off(collect) and not session.off(collect)
     done.clear()
@@ -418,6 +420,35 @@ def test_callbacks_run_in_order_off_the_reader_and_are_isolated(
     session.send("again")
     assert done.wait(scaled(5))
     assert seen == []
+
+
+
+def test_on_callback_error_gets_each_failure_and_a_failing_hook_stops_nothing(
+    engine: LocalEngine, agent_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: List[Any] = []
+    done = threading.Event()
+
+    def hook(exc: Exception, event: SessionEvent) -> None:
+        calls.append((exc, event))
+        raise ValueError("the hook is broken too")
+
+    def broken(event: SessionEvent) -> None:
+        raise RuntimeError(f"callback bug on {event.message_id}")
+
+    with Session(owner_type="agent", owner_id=agent_id, on_callback_error=hook) as session:
+        session.on(E.MESSAGE_COMPLETE, broken)
+        session.on(E.PARTICIPANT_STATUS, lambda ev: done.set() if ev.is_turn_end else None)
+        session.send("hook me")
+        assert done.wait(scaled(5))  # callbacks went on after both failures
+    # One call per failure (the echo and the reply), in order, with what failed on what.
+    assert [event.text for _, event in calls] == ["hook me", "You said: hook me"]
+    for exc, event in calls:
+        assert isinstance(exc, RuntimeError) and str(exc) == f"callback bug on {event.message_id}"
+        assert event.type is E.MESSAGE_COMPLETE
+    assert caplog.text.count("on_callback_error hook failed") == 2
+    with pytest.raises(TypeError, match="on_callback_error"):
+        Session(owner_type="agent", owner_id=agent_id, on_callback_error="log it")  # type: ignore[arg-type]
 
 
 def test_a_callback_may_send_respond_and_disconnect(engine: LocalEngine) -> None:
@@ -582,13 +613,14 @@ def test_approval_deny_reaches_the_model(engine: LocalEngine) -> None:
 
 def test_frames_are_json_like_the_official_sdk(engine: LocalEngine, session: Session) -> None:
     session.send("héllo")
-    session.get_messages()
-    raw = engine.connections[0].raw_frames if hasattr(engine.connections[0], "raw_frames") else None
+    session.get_messages()  # a round trip: the post_message has arrived
     frame = engine.received("post_message")[0]
     assert frame["content"] == "héllo"
-    if raw is not None:
-        assert any('"h\\u00e9llo"' in r for r in raw if isinstance(r, str))
-    assert json.loads(json.dumps(frame)) == frame
+    raw = [r for r in engine.connections[0].raw_frames if '"post_message"' in r]
+    # Byte for byte what the official SDK's json.dumps() writes: default separators,
+    # non-ASCII escaped (ensure_ascii), keys in insertion order.
+    assert raw == [json.dumps(frame)]
+    assert '"content": "h\\u00e9llo"' in raw[0]
 
 
 # --- the official SDK's defects we must not have (PROTOCOL.md section 7) ---------------------
@@ -624,17 +656,34 @@ def test_an_abandoned_listener_is_pruned_not_flooded(
     """D9: a listener nobody iterates any more must not fill up and log forever."""
     import gc
 
+    full = "a listener queue is full; events were dropped"  # the library's DEBUG line
     agent = engine.add_agent("Flooder", turn=lambda ctx: ctx.flood(3000, message_id="m"))
-    with Session(owner_type="agent", owner_id=agent) as session:
-        listener = session.listen(maxsize=4)
-        next(listener)
-        del listener
-        gc.collect()
-        done = _turn_done(session)
-        session.send("go")
-        assert done.wait(scaled(5))
-        assert session._fanout.listeners == ()
-        assert "queue full" not in caplog.text
+    with caplog.at_level(logging.DEBUG, logger="vectorshift_sync"):
+        with Session(owner_type="agent", owner_id=agent) as session:
+            # A listener still held and not iterated fills up: the line is logged and
+            # the overflow ERROR waits in it (the check below sees what it claims to).
+            held = session.listen(maxsize=4, timeout=scaled(5))
+            done = _turn_done(session)
+            session.send("go")
+            assert done.wait(scaled(5))
+            assert full in caplog.text
+            kinds = []
+            for event in held:
+                kinds.append((event.type, event.data.get("error")))
+                if event.type is E.ERROR:
+                    break
+            assert kinds[-1] == (E.ERROR, "subscriber queue overflow")
+        caplog.clear()
+        with Session(owner_type="agent", owner_id=agent) as session:
+            listener = session.listen(maxsize=4)
+            next(listener)
+            del listener
+            gc.collect()
+            done = _turn_done(session)
+            session.send("go")
+            assert done.wait(scaled(5))
+            assert session._fanout.listeners == ()
+        assert full not in caplog.text
 
 
 def test_tls_and_proxy_failures_are_clear_connection_errors(
@@ -647,11 +696,13 @@ def test_tls_and_proxy_failures_are_clear_connection_errors(
         Session(owner_type="agent", owner_id=agent_id, connect_timeout=scaled(2),
                 sslopt={"cert_reqs": 0}).connect()
     monkeypatch.setenv("VECTORSHIFT_WS_URL", engine.ws_url)
-    closed_port = _closed_port()
-    with pytest.raises(SessionConnectionError):
-        Session(owner_type="agent", owner_id=agent_id, connect_timeout=scaled(2),
-                proxy={"http_proxy_host": "127.0.0.1", "http_proxy_port": closed_port,
-                       "proxy_type": "http"}).connect()
+    with socket.socket() as closed:  # bound, never listening, kept bound: refused
+        closed.bind(("127.0.0.1", 0))
+        with pytest.raises(SessionConnectionError, match="refused"):
+            Session(owner_type="agent", owner_id=agent_id, connect_timeout=scaled(2),
+                    proxy={"http_proxy_host": "127.0.0.1",
+                           "http_proxy_port": closed.getsockname()[1],
+                           "proxy_type": "http"}).connect()
 
 
 def test_handshake_refusal_maps_to_the_status_family(engine: LocalEngine, agent_id: str) -> None:
@@ -669,10 +720,3 @@ def test_a_huge_frame_is_delivered(engine: LocalEngine) -> None:
     with Session(owner_type="agent", owner_id=agent) as session:
         assert session.ask("big?", timeout=scaled(20)).text == big
 
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

@@ -38,6 +38,7 @@ from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Union
 
 import websocket
+from websockets.exceptions import PayloadTooBig
 from websockets.frames import Opcode
 from websockets.protocol import Protocol, Side, State
 
@@ -50,7 +51,7 @@ from .errors import (
     SessionError,
     SessionTimeoutError,
     VectorshiftError,
-    api_error_for_status,
+    handshake_error_for_status,
 )
 
 __all__ = [
@@ -522,13 +523,15 @@ class Connection(Handler):
         protocol = self._protocol
         if self._aborted:
             return TransportClosed("connection closed locally", clean=True)
+        exc = getattr(protocol, "parser_exc", None)
+        if isinstance(exc, PayloadTooBig):  # ours to report: the server only saw a 1009
+            return TransportClosed(f"a message from the server exceeded max_message_size: {exc}")
         received = protocol.close_rcvd
         if received is not None:
             clean = received.code == 1000
             reason = f"server closed the WebSocket (code {received.code}"
             reason += f", {received.reason!r})" if received.reason else ")"
             return TransportClosed(reason, clean=clean)
-        exc = getattr(protocol, "parser_exc", None)
         if exc is not None and not isinstance(exc, EOFError):
             return TransportClosed(f"protocol error from the server: {exc}")
         if eof:
@@ -608,8 +611,9 @@ def open_socket(
 ) -> socket.socket:
     """Dial ``url`` with the Bearer header; return the upgraded socket (caller's thread).
 
-    Raises the HTTP status family (e.g. :class:`AuthenticationError`) when the upgrade
-    is refused, :class:`SessionTimeoutError` when ``timeout`` runs out, and
+    Raises a :class:`SessionHandshakeError` that is also the HTTP status class (e.g.
+    :class:`AuthenticationError`) when the upgrade is refused,
+    :class:`SessionTimeoutError` when ``timeout`` runs out, and
     :class:`SessionConnectionError` for any other failure to connect.
     """
     options: Dict[str, Any] = dict(proxy or {})
@@ -627,12 +631,12 @@ def open_socket(
     except websocket.WebSocketBadStatusException as exc:
         body = exc.resp_body or b""
         text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-        raise api_error_for_status(
+        raise handshake_error_for_status(
             exc.status_code,
-            method="GET",
             endpoint=_path_of(url),
             raw_response=text,
             error_message=_error_message(text),
+            headers=getattr(exc, "resp_headers", None),
         ) from None
     except (websocket.WebSocketTimeoutException, socket.timeout) as exc:
         raise SessionTimeoutError(

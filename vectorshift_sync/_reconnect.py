@@ -16,7 +16,13 @@ from typing import Callable, Optional
 
 from ._ioloop import Timer, io_loop
 from ._pool import reconnect_pool
-from ._recovery import ReconnectAttempt, ReconnectHook, ReconnectPolicy, is_recoverable
+from ._recovery import (
+    ReconnectAttempt,
+    ReconnectHook,
+    ReconnectPolicy,
+    is_recoverable,
+    next_pause,
+)
 
 __all__ = ["Reconnector"]
 
@@ -56,6 +62,7 @@ class Reconnector:
         self._attempt = 0
         self._started = 0.0
         self._reason = ""
+        self._last_error: Optional[BaseException] = None  # its Retry-After is honoured
 
     def start(self, reason: str) -> None:
         """Begin after a drop (I/O thread): the first attempt is queued at once."""
@@ -64,6 +71,7 @@ class Reconnector:
         self._attempt = 0
         self._started = time.monotonic()
         self._reason = reason
+        self._last_error = None
         reconnect_pool().submit(self._prepare)
 
     def stop(self, timeout: float) -> None:
@@ -103,7 +111,8 @@ class Reconnector:
                 if verdict is False:
                     self._finish_with(f"{self._reason}; reconnecting stopped by on_reconnect")
                     return
-            pause = min(policy.delay(attempt), max(0.0, policy.max_time - elapsed))
+            pause = next_pause(policy, attempt, self._last_error)
+            pause = min(pause, max(0.0, policy.max_time - elapsed))
             if pause > 0:
                 # Wait on the I/O thread's timer heap, not on this worker.
                 self._idle.set()
@@ -140,6 +149,7 @@ class Reconnector:
                 self._idle.set()
                 return False
             self._reason = str(exc)
+            self._last_error = exc
             logger.info("reconnect attempt %d failed: %s", self._attempt, exc)
             if not is_recoverable(exc):
                 self._finish_with(self._reason)

@@ -2,23 +2,27 @@
 
 The session's reconnector thread asks this module three questions: how long to wait
 before the next attempt (exponential backoff with full jitter, bounded in attempts
-and in elapsed time), whether a failure is worth another attempt (never after
-401/403 or a refused ``connect_session``: the key is wrong or the session is gone),
-and which completed agent replies the client missed while it was away (the history
-after the last message it saw, minus those it already delivered).
+and in elapsed time, never shorter than a refusal's ``Retry-After``), whether a
+failure is worth another attempt (only the network, a timeout, 429 and 5xx: anything
+else, a wrong key, a session that is gone, no API key at all, a bug, will not get
+better by asking again), and which completed agent replies the client missed while it
+was away (the history after the last message it saw, minus those it already delivered).
 """
 
 from __future__ import annotations
 
 import random
+import socket
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from .errors import (
-    AuthenticationError,
-    PermissionDeniedError,
-    SessionRefusedError,
-    VectorshiftError,
+    ApiConnectionError,
+    InternalServerError,
+    RateLimitError,
+    SessionDisconnectedError,
+    SessionHandshakeError,
+    SessionTimeoutError,
 )
 from .events import SessionEvent, SessionEventType, SessionMessage, SessionMessageStatus
 
@@ -27,6 +31,7 @@ __all__ = [
     "ReconnectAttempt",
     "ReconnectHook",
     "is_recoverable",
+    "next_pause",
     "missed_replies",
 ]
 
@@ -67,11 +72,41 @@ class ReconnectAttempt:
 ReconnectHook = Callable[[ReconnectAttempt], Optional[bool]]
 
 
+#: Built-in errors of the network itself (a reset, an unreachable host, DNS, a timeout).
+_NETWORK_ERRORS = (ConnectionError, TimeoutError, socket.gaierror, socket.herror)
+
+
 def is_recoverable(error: BaseException) -> bool:
-    """Whether another attempt could succeed after ``error``."""
-    if isinstance(error, (AuthenticationError, PermissionDeniedError, SessionRefusedError)):
-        return False
-    return isinstance(error, (VectorshiftError, OSError))
+    """Whether another attempt could succeed after ``error``.
+
+    Yes for what time can fix: the network (the WebSocket could not be opened or
+    dropped during the handshake, the HTTP API could not be reached), a timeout, and
+    a server that said "later" (429, 5xx), over the WebSocket handshake or HTTP. No
+    for everything else: a refused handshake's other statuses (401, 403, 404, ...),
+    a refused ``connect_session``, no API key, misuse and bugs.
+    """
+    if isinstance(error, (RateLimitError, InternalServerError)):
+        return True
+    if isinstance(error, SessionHandshakeError):
+        return error.status_code == 429 or error.status_code >= 500
+    return isinstance(
+        error, (SessionDisconnectedError, SessionTimeoutError, ApiConnectionError)
+    ) or isinstance(error, _NETWORK_ERRORS)
+
+
+def next_pause(
+    policy: ReconnectPolicy,
+    attempt: int,
+    last_error: Optional[BaseException] = None,
+    rand: Callable[[float, float], float] = random.uniform,
+) -> float:
+    """The pause before attempt ``attempt``: the policy's backoff, or the
+    ``Retry-After`` the last refusal asked for when that is longer."""
+    pause = policy.delay(attempt, rand)
+    retry_after = getattr(last_error, "retry_after", None)
+    if isinstance(retry_after, (int, float)) and retry_after > pause:
+        pause = float(retry_after)
+    return pause
 
 
 def missed_replies(

@@ -17,6 +17,15 @@ so one ``except VectorshiftError`` catches them all. The families are kept apart
     ├── SessionError                    a real-time session failed
     │   ├── SessionDisconnectedError    it is not (or no longer) connected
     │   │   └── SessionConnectionError  the WebSocket could not be opened
+    │   │       └── SessionHandshakeError   the server refused the upgrade with a
+    │   │           │                       status (also a VectorshiftApiError)
+    │   │           ├── HandshakeBadRequestError           400 (also BadRequestError)
+    │   │           ├── HandshakeAuthenticationError       401 (also AuthenticationError)
+    │   │           ├── HandshakePermissionDeniedError     403 (also PermissionDeniedError)
+    │   │           ├── HandshakeNotFoundError             404 (also NotFoundError)
+    │   │           ├── HandshakeUnprocessableEntityError  422 (also UnprocessableEntityError)
+    │   │           ├── HandshakeRateLimitError            429 (also RateLimitError)
+    │   │           └── HandshakeInternalServerError       5xx (also InternalServerError)
     │   ├── SessionRefusedError         the engine refused the session (unknown id, ...)
     │   ├── SessionTimeoutError         a wait ran out (also a built-in TimeoutError)
     │   └── SessionForkedError          used in a child process after fork()
@@ -24,16 +33,18 @@ so one ``except VectorshiftError`` catches them all. The families are kept apart
     ├── InvalidArgumentError            misuse: a bad value (also a ValueError)
     └── ArgumentTypeError               misuse: a wrong type (also a TypeError)
 
-A WebSocket handshake that the server refuses with 401/403/404/... raises the same
-status class as an HTTP call would, so a bad API key is an :class:`AuthenticationError`
-wherever it shows up.
+A WebSocket handshake that the server refuses with a status belongs to both families,
+as the official SDK's documentation and the HTTP calls both promise: a wrong key at the
+handshake is caught by ``except SessionError``, ``except SessionConnectionError`` and
+``except AuthenticationError`` alike, and carries ``status_code``. Sessions never retry
+a refused handshake's 401 or 403 (the key will not get better), and retry 429 and 5xx.
 
 Messages say what happened and what to do next. They never contain the API key.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 if TYPE_CHECKING:
     from .events import SessionEvent
@@ -60,7 +71,16 @@ __all__ = [
     "ConversationalRunActionRequiredError",
     "InvalidArgumentError",
     "ArgumentTypeError",
+    "SessionHandshakeError",
+    "HandshakeBadRequestError",
+    "HandshakeAuthenticationError",
+    "HandshakePermissionDeniedError",
+    "HandshakeNotFoundError",
+    "HandshakeUnprocessableEntityError",
+    "HandshakeRateLimitError",
+    "HandshakeInternalServerError",
     "api_error_for_status",
+    "handshake_error_for_status",
 ]
 
 
@@ -268,6 +288,108 @@ class SessionForkedError(SessionError):
     """A session object was inherited across ``fork()``; open a new one in the child."""
 
 
+class SessionHandshakeError(VectorshiftApiError, SessionConnectionError):
+    """The server refused the WebSocket upgrade with an HTTP error status.
+
+    Both a :class:`SessionConnectionError` (so a :class:`SessionError`) and a
+    :class:`VectorshiftApiError` with ``status_code``, ``endpoint``, ``raw_response``
+    and ``error_message``; each status has a subclass that is also the HTTP status
+    class (:class:`HandshakeAuthenticationError` is an :class:`AuthenticationError`).
+    ``retry_after`` is the server's ``Retry-After`` in seconds, when it sent one.
+    """
+
+    retry_after: Optional[float] = None
+
+    def __reduce__(self) -> Any:
+        return (
+            _rebuild_handshake_error,
+            (
+                type(self),
+                self.status_code,
+                self.endpoint,
+                self.raw_response,
+                self.error_message,
+                self.retry_after,
+            ),
+        )
+
+
+def _rebuild_handshake_error(
+    cls: type[SessionHandshakeError],
+    status_code: int,
+    endpoint: str,
+    raw_response: str,
+    error_message: str,
+    retry_after: Optional[float],
+) -> SessionHandshakeError:
+    error = cls(
+        status_code,
+        method="GET",
+        endpoint=endpoint,
+        raw_response=raw_response,
+        error_message=error_message,
+    )
+    error.retry_after = retry_after
+    return error
+
+
+class HandshakeBadRequestError(BadRequestError, SessionHandshakeError):
+    """The WebSocket upgrade was refused with 400."""
+
+
+class HandshakeAuthenticationError(AuthenticationError, SessionHandshakeError):
+    """The WebSocket upgrade was refused with 401: the API key is missing or wrong."""
+
+
+class HandshakePermissionDeniedError(PermissionDeniedError, SessionHandshakeError):
+    """The WebSocket upgrade was refused with 403."""
+
+
+class HandshakeNotFoundError(NotFoundError, SessionHandshakeError):
+    """The WebSocket upgrade was refused with 404 (wrong ``VECTORSHIFT_WS_URL``?)."""
+
+
+class HandshakeUnprocessableEntityError(UnprocessableEntityError, SessionHandshakeError):
+    """The WebSocket upgrade was refused with 422."""
+
+
+class HandshakeRateLimitError(RateLimitError, SessionHandshakeError):
+    """The WebSocket upgrade was refused with 429: too many connections; retry later."""
+
+
+class HandshakeInternalServerError(InternalServerError, SessionHandshakeError):
+    """The WebSocket upgrade was refused with a 5xx status."""
+
+
+_HANDSHAKE_CLASSES: dict[type[VectorshiftApiError], type[SessionHandshakeError]] = {
+    BadRequestError: HandshakeBadRequestError,
+    AuthenticationError: HandshakeAuthenticationError,
+    PermissionDeniedError: HandshakePermissionDeniedError,
+    NotFoundError: HandshakeNotFoundError,
+    UnprocessableEntityError: HandshakeUnprocessableEntityError,
+    RateLimitError: HandshakeRateLimitError,
+    InternalServerError: HandshakeInternalServerError,
+}
+
+
+def handshake_error_for_status(
+    status_code: int,
+    *,
+    endpoint: str = "",
+    raw_response: str = "",
+    error_message: str = "",
+    headers: Optional[Mapping[str, str]] = None,
+) -> SessionHandshakeError:
+    """Build the exception that stands for a WebSocket upgrade refused with a status;
+    ``headers`` (the response's) give ``retry_after`` from ``Retry-After``."""
+    retry_after = _retry_after(headers)
+    family = type(api_error_for_status(status_code))
+    cls = _HANDSHAKE_CLASSES.get(family, SessionHandshakeError)
+    return _rebuild_handshake_error(
+        cls, status_code, endpoint, raw_response, error_message, retry_after
+    )
+
+
 class ConversationalRunActionRequiredError(VectorshiftError, RuntimeError):
     """A one-shot conversational run stopped because the agent needs the user.
 
@@ -296,3 +418,16 @@ class InvalidArgumentError(VectorshiftError, ValueError):
 
 class ArgumentTypeError(VectorshiftError, TypeError):
     """An argument has the wrong type."""
+
+
+def _retry_after(headers: Optional[Mapping[str, str]]) -> Optional[float]:
+    # Only the delay-seconds form; an HTTP date is rare on a refused upgrade and a
+    # reconnect has its own bounded backoff anyway.
+    for name, value in (headers or {}).items():
+        if name.lower() == "retry-after":
+            try:
+                seconds = float(str(value).strip())
+            except ValueError:
+                return None
+            return seconds if seconds >= 0 else None
+    return None

@@ -291,14 +291,6 @@ class Session:
         self._last_seen: Optional[str] = None
         self._history_known = True  # False while a resumed session has seen nothing
 
-    @property
-    def _on_callback_error(self) -> Optional[CallbackErrorHook]:
-        return self._callbacks.on_error
-
-    @_on_callback_error.setter
-    def _on_callback_error(self, hook: Optional[CallbackErrorHook]) -> None:
-        self._callbacks.on_error = hook
-
     # --- state ------------------------------------------------------------------
 
     @property
@@ -308,9 +300,15 @@ class Session:
 
     @property
     def is_connected(self) -> bool:
-        """True while the WebSocket is open and the session attached."""
+        """True while the WebSocket is open and the session attached (never in a
+        child process that inherited the session across ``fork()``)."""
         connection = self._connection
-        return self._state is _State.OPEN and connection is not None and not connection.closed
+        return (
+            self._state is _State.OPEN
+            and connection is not None
+            and not connection.closed
+            and not self._forked()
+        )
 
     def __repr__(self) -> str:
         owner = f"{self._owner_type}:{self._owner_id}" if self._owner_type else "-"

@@ -426,7 +426,10 @@ class LocalEngine:
                 return _json_response(503, {"error": "the engine is stopping"})
             status = self.faults.reject_handshake
             if status:
-                return _json_response(status, {"error": "handshake refused (fault injection)"})
+                retry_after = self.faults.retry_after
+                extra = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
+                body = {"error": "handshake refused (fault injection)"}
+                return _json_response(status, body, **extra)
             if not authorized(credentials, self._api_key):
                 return _json_response(401, {"error": "missing or invalid API key"})
             sock = connection.socket

@@ -29,6 +29,8 @@ class Faults:
     * ``drop_after_frames`` — abort the connection (no close frame) after sending this
       many more frames, on whichever connection sends them; resets to ``None``.
     * ``reject_handshake`` — HTTP status to refuse WebSocket upgrades with (e.g. 503).
+    * ``retry_after`` — seconds sent as ``Retry-After`` with those refusals (``None``:
+      no header).
     * ``ignore`` — client frame types that are recorded but never answered (e.g.
       ``{"get_messages"}``: a request that goes unanswered while pings still are).
     * ``fail_requests`` — client frame types answered with an ``error`` frame naming
@@ -43,6 +45,7 @@ class Faults:
         self.refuse_acks: Set[str] = set()
         self.drop_after_frames: Optional[int] = None
         self.reject_handshake: Optional[int] = None
+        self.retry_after: Optional[float] = None
         self.ignore: Set[str] = set()
         self.fail_requests: Set[str] = set()
 
@@ -55,6 +58,7 @@ class Faults:
             self.refuse_acks = set()
             self.drop_after_frames = None
             self.reject_handshake = None
+            self.retry_after = None
             self.ignore = set()
             self.fail_requests = set()
 
@@ -76,6 +80,7 @@ class Faults:
             f"Faults(answer_pings={self.answer_pings!r}, half_open={self.half_open!r}, "
             f"ack_delay={self.ack_delay!r}, refuse_acks={sorted(self.refuse_acks)!r}, "
             f"drop_after_frames={self.drop_after_frames!r}, "
-            f"reject_handshake={self.reject_handshake!r}, ignore={sorted(self.ignore)!r}, "
+            f"reject_handshake={self.reject_handshake!r}, retry_after={self.retry_after!r}, "
+            f"ignore={sorted(self.ignore)!r}, "
             f"fail_requests={sorted(self.fail_requests)!r})"
         )

@@ -323,6 +323,7 @@ class Hub:
         kept = _as_received(message)
         with self._changed:
             record.frames.append(kept)
+            record.raw_frames.append(message)
             self._received.append(kept)
             self._changed.notify_all()
         try:

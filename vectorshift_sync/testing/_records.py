@@ -69,7 +69,8 @@ class ConnectionRecord:
     """One WebSocket connection as the engine saw it, in accept order.
 
     ``frames`` holds every client message received, parsed to a dict when it was a
-    JSON object, else kept as the raw ``str`` (or ``bytes`` for binary messages).
+    JSON object, else kept as the raw ``str`` (or ``bytes`` for binary messages);
+    ``raw_frames`` holds the same messages exactly as they arrived, unparsed.
     ``sent`` holds every frame the engine wrote (dicts, or ``str`` for raw text);
     frames swallowed by ``half_open`` are not in it. ``closed`` is set when the
     connection has ended.
@@ -87,6 +88,7 @@ class ConnectionRecord:
         self.path = path
         self.headers = headers
         self.frames: List[Any] = []
+        self.raw_frames: List[Union[str, bytes]] = []
         self.sent: List[Any] = []
         self.closed = threading.Event()
         #: Ids of the sessions whose turn output this connection receives.
