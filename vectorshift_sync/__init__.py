@@ -10,6 +10,7 @@ import logging
 from typing import Optional
 
 from ._recovery import ReconnectAttempt, ReconnectPolicy
+from ._turn_follow import TextStream
 from .agent import Agent, AgentRunResult, AgentType, ConversationalAgentRunResult
 from .chatbot import Chatbot
 from .errors import (
@@ -68,6 +69,7 @@ __all__ = [
     "SendManyItem",
     "ApprovalResponse",
     "TurnResult",
+    "TextStream",
     "ReconnectPolicy",
     "ReconnectAttempt",
     # errors
