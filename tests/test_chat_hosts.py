@@ -9,6 +9,7 @@ the conftest checks that no session thread outlives a test.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import importlib
 import os
@@ -188,7 +189,22 @@ def gradio_app(local_engine: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[A
     finally:
         demo.close()
         sessions.close_all()
-        gc.collect()  # Gradio's leftovers are finalised here, under this module's filters
+        del demo
+        _close_gradio_leftovers()
+
+
+def _close_gradio_leftovers() -> None:
+    """Close the event loops a stopped Gradio server leaves open (with their sockets).
+
+    Otherwise their finalisers warn ("unclosed event loop") whenever a later test of
+    another module happens to collect them, and warnings are errors there.
+    """
+    gc.collect()
+    for obj in gc.get_objects():
+        if isinstance(obj, asyncio.BaseEventLoop) and not obj.is_running():
+            if not obj.is_closed():
+                obj.close()
+    gc.collect()
 
 
 @needs_gradio
