@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib
+import logging
 import os
 import re
 import signal
@@ -68,13 +69,30 @@ def _say(at: AppTest, text: str) -> AppTest:
     return at
 
 
+#: Loggers Streamlit takes over for good (level, propagate=False, its own handler)
+#: the first time an app runs; put back after each test so that later tests' log
+#: captures (test_security.py reads the "websockets" records) still see them.
+_STREAMLIT_TAKES = ("websockets", "uvicorn", "uvicorn.access", "uvicorn.asgi", "uvicorn.error")
+
+
 @pytest.fixture
 def streamlit_app(local_engine: Any) -> Iterator[AppTest]:
+    saved = {}
+    for name in _STREAMLIT_TAKES:
+        log = logging.getLogger(name)
+        saved[name] = (log.level, log.propagate, list(log.handlers))
     at = AppTest.from_file(str(EXAMPLES / "streamlit_chat.py"), default_timeout=scaled(20))
-    yield at
-    session = at.session_state["session"] if "session" in at.session_state else None
-    if session is not None:
-        session.disconnect()
+    try:
+        yield at
+    finally:
+        session = at.session_state["session"] if "session" in at.session_state else None
+        if session is not None:
+            session.disconnect()
+        for name, (level, propagate, handlers) in saved.items():
+            log = logging.getLogger(name)
+            log.setLevel(level)
+            log.propagate = propagate
+            log.handlers[:] = handlers
 
 
 def test_streamlit_chat_streams_several_turns_in_one_session(streamlit_app: AppTest) -> None:
