@@ -60,6 +60,13 @@ setup(
             # tests/test_browser.py drives Debian's chromium (apt-get install chromium);
             # never `playwright install`: it downloads a browser of its own.
             "playwright>=1.40",
+            # tests/test_chat_hosts.py runs examples/streamlit_chat.py under Streamlit's
+            # AppTest and examples/gradio_chat.py as a live Gradio server driven by
+            # gradio_client. Gradio 5+ needs Python 3.10, and the last gradio_client for
+            # 3.9 (1.3) pins websockets<13, below ours: on 3.9 the Gradio test skips.
+            "streamlit>=1.36,<2",
+            "gradio>=5.0,<7; python_version >= '3.10'",
+            "gradio_client>=1.3,<3; python_version >= '3.10'",
         ],
         "dev": ["mypy>=1.8,<2", "ruff>=0.4", "types-requests"],
     },

@@ -11,6 +11,7 @@ from typing import Optional
 
 from ._pool import set_worker_limits
 from ._recovery import ReconnectAttempt, ReconnectPolicy
+from ._turn_follow import TextStream
 from .agent import Agent, AgentRunResult, AgentType, ConversationalAgentRunResult
 from .chatbot import Chatbot
 from .errors import (
@@ -70,6 +71,7 @@ __all__ = [
     "SendManyItem",
     "ApprovalResponse",
     "TurnResult",
+    "TextStream",
     "ReconnectPolicy",
     "ReconnectAttempt",
     "set_worker_limits",

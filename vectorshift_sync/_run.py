@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Sequence
 
+from ._turn_follow import TurnFollower, turn_stop
 from .errors import (
     ArgumentTypeError,
     ConversationalRunActionRequiredError,
@@ -28,7 +29,6 @@ from .errors import (
     SessionDisconnectedError,
 )
 from .events import SessionEvent, SessionEventType
-from .turns import TurnTracker
 
 if TYPE_CHECKING:
     from ._protocol import FileLike
@@ -79,35 +79,34 @@ def run_conversational(
             f"file object), not {type(content).__name__}"
         )
     session.connect()
-    tracker = TurnTracker()
     events: List[SessionEvent] = []
     status: Literal["complete", "error"] = "error"
     error: Optional[str] = None
     action: Optional[SessionEvent] = None
+    text = ""
     try:
-        stream = session.stream(content, files=files, timeout=timeout)
+        frame = session._encode_send(content, files, None, None)
+        follower = TurnFollower.start(session, frame, timeout)
         try:
-            for event in stream:
+            while True:
+                event = follower.next_event()
+                if event is None:
+                    status = "complete"
+                    break
                 if include_deltas or event.type is not SessionEventType.MESSAGE_DELTA:
                     events.append(event)
-                if event.type in (
-                    SessionEventType.APPROVAL_REQUEST,
-                    SessionEventType.REAUTH_REQUEST,
-                ):
+                stop = turn_stop(event, session.session_id or "")
+                if isinstance(stop, ConversationalRunActionRequiredError):
                     action = event
                     break
-                if event.type is SessionEventType.ERROR and not event.data.get("reconnecting"):
+                if stop is not None:
                     error = event.error or "session error"
-                    break
-                if tracker.feed(event):
-                    status = "complete"
                     break
         except SessionDisconnectedError as exc:
             error = error or exc.message
         finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
+            follower.close()
+            text = follower.tracker.text
     finally:
         try:
             if action is not None or keep_alive or resumed:
@@ -119,7 +118,7 @@ def run_conversational(
     session_id = session.session_id or ""
     if action is not None:
         raise ConversationalRunActionRequiredError(action, session_id)
-    return ConversationalAgentRunResult(tracker.text, session_id, status, error, events)
+    return ConversationalAgentRunResult(text, session_id, status, error, events)
 
 
 def check_run_options(

@@ -33,12 +33,10 @@ import atexit
 import enum
 import logging
 import os
-import queue
 import socket
 import threading
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import closing
 from types import TracebackType
 from typing import (
     Any,
@@ -66,10 +64,10 @@ from ._recovery import (
     missed_replies,
 )
 from ._replies import ReplyDesk
-from ._subscribers import Ended, SubscriberQueue
+from ._subscribers import SubscriberQueue
+from ._turn_follow import TextStream, TurnFollower, TurnLine, follow_answer, follow_events
 from .errors import (
     ArgumentTypeError,
-    ConversationalRunActionRequiredError,
     InvalidArgumentError,
     SessionConnectionError,
     SessionDisconnectedError,
@@ -79,7 +77,7 @@ from .errors import (
     SessionTimeoutError,
 )
 from .events import SessionEvent, SessionEventType, SessionMessage
-from .turns import TurnResult, TurnTracker
+from .turns import TurnResult
 
 __all__ = [
     "Session",
@@ -91,6 +89,7 @@ __all__ = [
     "SendManyItem",
     "ApprovalResponse",
     "TurnResult",
+    "TextStream",
     "ReconnectPolicy",
     "ReconnectAttempt",
     "EventTypes",
@@ -290,6 +289,7 @@ class Session:
         self._delivered: set[str] = set()
         self._last_seen: Optional[str] = None
         self._history_known = True  # False while a resumed session has seen nothing
+        self._turn_line = TurnLine()  # where a turn left before its end is read to its end
 
     # --- state ------------------------------------------------------------------
 
@@ -552,43 +552,38 @@ class Session:
         request is yielded like any event; answer it with :meth:`respond` and keep
         iterating. ``timeout`` bounds the whole turn (:class:`SessionTimeoutError`);
         a lost connection yields its ``ERROR`` event and then raises
-        :class:`SessionDisconnectedError`. Stopping early unsubscribes.
+        :class:`SessionDisconnectedError`. Stopping early unsubscribes; a turn left
+        before its end is read to its end, unseen, before the next turn is sent.
         """
         if timeout is not None:
             _check_positive("timeout", timeout)
         frame = self._encode_send(content, files, mime_type, filename)
-        subscriber = self._subscribe(None, 0, fresh=True)
-        listener = _Listener(self, subscriber, None)
-        try:
-            self._send_frame(frame)
-        except BaseException:
-            listener.close()
-            raise
-        return self._turn_events(listener, TurnTracker(), timeout)
+        return follow_events(TurnFollower.start(self, frame, timeout))
 
-    def _turn_events(
-        self, listener: _Listener, tracker: TurnTracker, timeout: Optional[float]
-    ) -> Generator[SessionEvent, None, None]:
-        deadline = Deadline(timeout).when
-        with listener:
-            while True:
-                try:
-                    event = listener._pull(deadline)
-                except queue.Empty:
-                    raise SessionTimeoutError(
-                        f"the turn did not end within {timeout}s (session "
-                        f"{self._session_id!r}); it may still be running on the engine"
-                    ) from None
-                except Ended as end:
-                    if end.error is not None:
-                        yield end.error
-                    raise SessionDisconnectedError(
-                        "the session closed before the turn ended"
-                        + (f" ({self._lost_reason})" if self._lost_reason else "")
-                    ) from None
-                yield event
-                if tracker.feed(event):
-                    return
+    def stream_text(
+        self,
+        content: Content,
+        *,
+        files: Optional[Sequence[FileLike]] = None,
+        mime_type: Optional[str] = None,
+        filename: Optional[str] = None,
+        timeout: Optional[float] = 300.0,
+    ) -> TextStream:
+        """Send one turn and return an iterator over the agent's text, chunk by chunk.
+
+        Takes what :meth:`send` takes. The :class:`TextStream` yields the agent's
+        text deltas of this turn, in order, and ends when the turn ends; made for
+        ``st.write_stream`` and Gradio's generator functions. A failed turn raises
+        :class:`SessionError` (as :meth:`ask` does). An approval request raises
+        :class:`ConversationalRunActionRequiredError` carrying the event; answer it
+        with ``stream.respond(approved=...)`` and iterate the same stream again for
+        the rest of the turn. ``timeout`` bounds the turn (restarted after such a
+        pause). Closing the stream early leaves the session ready for the next turn.
+        """
+        if timeout is not None:
+            _check_positive("timeout", timeout)
+        frame = self._encode_send(content, files, mime_type, filename)
+        return TextStream(TurnFollower.start(self, frame, timeout))
 
     def ask(
         self,
@@ -609,23 +604,10 @@ class Session:
         :class:`SessionTimeoutError` after ``timeout`` seconds, and
         :class:`SessionDisconnectedError` when the connection is lost.
         """
-        tracker = TurnTracker()
-        events: List[SessionEvent] = []
-        stream = self.stream(
-            content, files=files, mime_type=mime_type, filename=filename, timeout=timeout
-        )
-        with closing(stream):  # stopping early unsubscribes at once
-            for event in stream:
-                events.append(event)
-                tracker.feed(event)
-                if event.type in (
-                    SessionEventType.APPROVAL_REQUEST,
-                    SessionEventType.REAUTH_REQUEST,
-                ):
-                    raise ConversationalRunActionRequiredError(event, self._session_id or "")
-                if event.type is SessionEventType.ERROR and not event.data.get("reconnecting"):
-                    raise SessionError(f"the turn failed: {event.error}")
-        return TurnResult(tracker.text, self._session_id or "", events)
+        if timeout is not None:
+            _check_positive("timeout", timeout)
+        frame = self._encode_send(content, files, mime_type, filename)
+        return follow_answer(TurnFollower.start(self, frame, timeout))
 
     def on(self, event_types: EventTypes, callback: Optional[_F] = None) -> Any:
         """Call ``callback(event)`` for every event of ``event_types`` (None: all).
