@@ -400,3 +400,44 @@ def test_defaults_notice_half_open_and_give_up_within_30s(engine: LocalEngine) -
     with pytest.raises(SessionDisconnectedError):
         session.send("anyone?")
     session.disconnect()
+
+
+def test_a_live_idle_after_the_reconnect_never_overtakes_the_recovered_reply(
+    engine: LocalEngine,
+) -> None:
+    # The reply completes on the engine while the link is down; the turn's Idle then
+    # reaches the new connection before the history answers the reconnect's
+    # get_messages. The recovered reply must still come before that Idle, or a
+    # consumer ends the turn without its answer (seen at scale: 1 in 300).
+    turn_done = threading.Event()
+
+    def drop_then_finish(ctx: TurnContext) -> None:
+        ctx.delta("Once ", message_id="answer")
+        ctx.drop()  # the link goes; the reply completes meanwhile
+        ctx.complete("Once upon a time.", message_id="answer")
+        engine.wait_for_frame("get_messages", timeout=scaled(10))  # reconnected
+        turn_done.set()  # the engine now sends Idle on the new connection
+
+    agent = engine.add_agent("Story", turn=drop_then_finish)
+    engine.faults.ignore = {"get_messages"}  # the history answers late, by hand below
+    with _fast_session(agent) as session:
+        listener = session.listen(timeout=scaled(10))
+        session.send("tell me a story")
+        assert turn_done.wait(scaled(10))
+        sid = session.session_id or ""
+        # Once the engine has written that Idle, answer the history request: the
+        # same TCP stream carries the answer after the Idle.
+        deadline = time.monotonic() + scaled(5)
+        while engine.sessions[sid].turn_running:
+            assert time.monotonic() < deadline, "the engine never ended the turn"
+            time.sleep(0.005)
+        engine.faults.ignore = set()
+        assert engine.send_raw(
+            {"type": "get_messages", "session_id": sid, "messages": engine.history(sid)},
+            session_id=sid,
+        )
+        events = until_turn_end(listener)
+    replies = [e for e in events if e.type is E.MESSAGE_COMPLETE and e.is_from_agent]
+    assert [e.text for e in replies] == ["Once upon a time."]
+    assert replies[0].data.get("recovered") is True
+    assert [e for e in events if e.is_turn_end] == [events[-1]]

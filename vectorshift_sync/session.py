@@ -289,6 +289,10 @@ class Session:
         self._delivered: set[str] = set()
         self._last_seen: Optional[str] = None
         self._history_known = True  # False while a resumed session has seen nothing
+        # Between a reconnect's acknowledgement and the end of its look at the
+        # history, live events wait here: the turn's live Idle must not overtake the
+        # reply it ends, which completed while the link was down.
+        self._held: Optional[List[SessionEvent]] = None
         self._turn_line = TurnLine()  # where a turn left before its end is read to its end
 
     # --- state ------------------------------------------------------------------
@@ -789,10 +793,16 @@ class Session:
                 data = dict(event.data)
                 data.update(reconnected=True, attempts=self._reconnect_attempts)
                 event = SessionEvent(event.type, event.session_id, event.message_id, data)
+                self._publish_locked([event])
+                self._held = []  # until _reconcile has read the history
+                return
             self._publish_locked([event])
 
     def _publish_locked(self, events: List[SessionEvent]) -> None:
         # Called with self._lock held; offers never block and run no user code.
+        if self._held is not None:  # reconciling after a reconnect: keep the order
+            self._held.extend(events)
+            return
         for event in events:
             message_id = event.message_id
             if message_id is not None and event.type is not SessionEventType.MESSAGE_DELTA:
@@ -804,12 +814,22 @@ class Session:
                     self._delivered.add(message_id)
         self._fanout.publish_locked(events)
 
+    def _release_held_locked(self, recovered: List[SessionEvent]) -> None:
+        """Publish what a reconnect recovered from the history, then what was held."""
+        held, self._held = self._held or [], None
+        if any(e.is_turn_end for e in held):
+            # The live Idle ends the turn; no second, recovered one before it.
+            recovered = [e for e in recovered if not e.is_turn_end]
+        if recovered or held:
+            self._publish_locked(recovered + held)
+
     def _on_connection_end(self, connection: Connection, ending: TransportClosed) -> None:
         reason = ending.reason
         with self._lock:
             if self._connection is not connection:
                 return  # an old connection, already replaced or dropped
             self._replies.fail_locked()
+            self._release_held_locked([])  # what came before the drop goes first
             if self._state not in (_State.CONNECTING, _State.OPEN):
                 if self._state is _State.RECONNECTING:
                     self._connection = None  # a failed attempt; the attempt says why
@@ -881,6 +901,7 @@ class Session:
         with self._lock:
             if self._connection is connection:
                 self._connection = None
+            self._release_held_locked([])
         connection.abort()
         connection.finished.wait(self._close_timeout)
 
@@ -892,22 +913,24 @@ class Session:
             self._give_up_locked(reason)
 
     def _reconcile(self) -> None:
-        """Deliver the agent replies that completed while the link was down."""
+        """Deliver the agent replies that completed while the link was down, before
+        the live events that came after the reconnect (a reconnect pool thread)."""
         with self._lock:
-            if not self._history_known:
-                return
+            known = self._history_known
             delivered, last_seen = set(self._delivered), self._last_seen
-        try:
-            history = self.get_messages()
-        except Exception as exc:
-            logger.warning("could not reconcile history after reconnecting: %s", exc)
-            return
-        events = missed_replies(history, delivered, last_seen, self._session_id or "")
+        history: Optional[List[SessionMessage]] = None
+        if known:
+            try:
+                history = self.get_messages()
+            except Exception as exc:
+                logger.warning("could not reconcile history after reconnecting: %s", exc)
+        events: List[SessionEvent] = []
+        if history is not None:
+            events = missed_replies(history, delivered, last_seen, self._session_id or "")
         with self._lock:
             delivered = self._delivered
             fresh = [e for e in events if e.message_id is None or e.message_id not in delivered]
-            if fresh:
-                self._publish_locked(fresh)
+            self._release_held_locked(fresh)
         if events:
             logger.info("recovered %d missed event(s) from history", len(events))
 
@@ -1019,6 +1042,7 @@ class Session:
                 self._fanout.end_locked(None)
                 return
             self._set_state(_State.CLOSING)
+            self._held = None
             self._fanout.end_locked(None)
             mailbox = self._callbacks.stop(None)
             self._replies.fail_locked()
