@@ -219,7 +219,8 @@ def _close_gradio_leftovers() -> None:
     """
     gc.collect()
     for obj in gc.get_objects():
-        if isinstance(obj, asyncio.BaseEventLoop) and not obj.is_running():
+        # type(), not isinstance(): a lazy proxy (Celery's current_app) would evaluate
+        if issubclass(type(obj), asyncio.BaseEventLoop) and not obj.is_running():
             if not obj.is_closed():
                 obj.close()
     gc.collect()

@@ -251,7 +251,7 @@ def _follow(session: Session, events: Any, publish: Any, deadline: float) -> Tup
     return text, error
 
 
-@app.task(name="celery_chat.run_turn", bind=True)
+@app.task(name="celery_chat.run_turn", bind=True, shared=False)  # this app's task only
 def run_turn(self: Any, conversation: str, turn: int, message: str) -> None:
     """Run turn number ``turn`` (1, 2, ...) of ``conversation``: post, stream, publish.
 
