@@ -13,16 +13,22 @@ close frame received and sent, the same replies and the same error class.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import select
+import socket
 import struct
 from typing import Any, List, Optional, Tuple
 
+import pytest
+from conftest import scaled
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.frames import Close
 from websockets.protocol import Protocol, Side, State
 
-from vectorshift_sync._connection import _Framer
+from vectorshift_sync._connection import TransportClosed, _Framer
 
 _SETTINGS = settings(
     max_examples=int(os.environ.get("VS_FRAMING_EXAMPLES", "400")),
@@ -267,3 +273,59 @@ def test_the_fast_path_slices_and_the_protocol_sees_no_plain_frame() -> None:
     assert out == [b"a", b"b"]
     assert fed == [_frame(PING, b"p")]
     assert len(protocol.data_to_send()) == 1  # the pong
+
+
+def test_a_non_utf8_or_malformed_frame_is_skipped_with_a_warning_and_the_stream_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Through the real receive path (Connection -> Session): each bad frame is
+    logged and skipped, and the frames after it, in the same read, still arrive."""
+    from vectorshift_sync._connection import Connection
+    from vectorshift_sync._ioloop import IOLoop
+    from vectorshift_sync.events import SessionEventType
+    from vectorshift_sync.session import Session, _State
+
+    sid = "6b0192833d1ed31d66c7965c"
+
+    def pong(n: int) -> bytes:
+        return json.dumps({"type": "pong", "session_id": sid, "n": n}).encode()
+
+    wire = b"".join(
+        [
+            _frame(TEXT, b'{"type": "pong", "x": "\xff\xfe"}'),  # not UTF-8 (fast path)
+            _frame(TEXT, pong(1)),
+            _frame(TEXT, b'{"type": "pong", "n": '),  # not JSON
+            _frame(TEXT, b'{"type": "pong", "n": 2, "x": NaN}'),  # json.loads reads it
+            _frame(TEXT, b'{"type": "po', fin=False) + _frame(CONT, b'ng", "x": "\xc3\x28"}'),
+            _frame(TEXT, pong(3)),
+        ]
+    )
+    caplog.set_level(logging.WARNING, logger="vectorshift_sync")
+    ours, server = socket.socketpair()
+    session = Session(owner_type="agent", owner_id="x", session_id=sid)
+    session._state = _State.OPEN  # no engine: the connection is this socket pair
+    connection = Connection(
+        ours,
+        session._sink,
+        max_message_size=None,
+        write_timeout=5.0,
+        ping_interval=30.0,
+        idle_timeout=60.0,
+        loop=IOLoop(),  # never started: on_readable is called here
+    )
+    session._connection = connection
+    try:
+        listener = session.listen(event_types=[SessionEventType.PONG], timeout=scaled(5))
+        server.sendall(wire)
+        assert select.select([ours], [], [], scaled(5))[0]
+        connection.on_readable()
+        assert [next(listener).data["n"] for _ in range(3)] == [1, 2, 3]
+        skipped = [r for r in caplog.records if "skipping a malformed frame" in r.getMessage()]
+        assert len(skipped) == 3, caplog.text
+        assert all(r.levelno == logging.WARNING for r in skipped)
+        assert not connection.closed
+    finally:
+        session._connection = None
+        session._state = _State.CLOSED
+        connection._finish(TransportClosed("test over", clean=True))
+        server.close()
