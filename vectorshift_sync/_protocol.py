@@ -370,7 +370,9 @@ def _loads(text: Union[str, bytes, bytearray]) -> Any:
     """
     try:
         return _decode(text)
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        # msgspec 0.20 (the last for Python 3.9) raises UnicodeDecodeError for bad
+        # UTF-8 inside a string; later versions a DecodeError.
         return json.loads(text)
 
 
