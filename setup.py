@@ -28,6 +28,10 @@ setup(
         # The newest on Python 3.9 is 15.
         "websockets>=14.1,<18",
         "requests>=2.28,<3",
+        # JSON decoding of inbound frames, straight from bytes (C). Wheels in range
+        # for every Python we support: 0.19 is the first for 3.13, 0.20 the first
+        # for 3.14 and the last for 3.9.
+        "msgspec>=0.19,<1",
     ],
     extras_require={
         # The local engine (vectorshift_sync.testing) uses websockets' threading

@@ -5,12 +5,15 @@ consumer's, is timed on the same 20,000 ``message_delta`` frames the benchmark
 engine sends (best of 5), so the numbers (garbage collection included) add up to a
 per-event budget that the end-to-end figures of ``run.py`` can be read against.
 
-The stages run the library's real code: ``Connection.on_readable`` (reads, framing
-through websockets' sans-I/O ``Protocol``, message assembly) over an in-memory
-socket that hands out the wire bytes 64 KiB per ``recv()`` (so no system call is
-timed), then the session's sink and ``Session._on_messages`` (parse, route,
-fan-out), then ``next()`` on a ``listen()`` iterator. These are private parts of the
-library; the session stages are shown as n/a if they change.
+The stages run the library's real code: ``Connection.on_readable`` (reads, then the
+framing fast path that slices plain text frames and hands the rest to websockets'
+sans-I/O ``Protocol``) over an in-memory socket that hands out the wire bytes 64 KiB
+per ``recv()`` (so no system call is timed), with websockets' ``Protocol`` alone for
+reference; then ``parse_frame``, split into its JSON decode (msgspec) and the event
+build; then the session's sink and ``Session._on_messages`` (parse, route, fan-out);
+then ``next()`` on a ``listen()`` iterator. The target line is the I/O thread's cost
+per delta: framing + parse + route. These are private parts of the library; the
+session stages are shown as n/a if they change.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from engine import flood_payloads  # noqa: E402
 from websockets.frames import Frame, Opcode  # noqa: E402
 
 from vectorshift_sync import _protocol as proto  # noqa: E402
-from vectorshift_sync._connection import Connection, ConnectionSink  # noqa: E402
+from vectorshift_sync._connection import Connection, ConnectionSink, _Framer  # noqa: E402
 from vectorshift_sync._ioloop import IOLoop  # noqa: E402
 from vectorshift_sync._subscribers import SubscriberQueue  # noqa: E402
 
@@ -108,12 +111,14 @@ def main() -> int:
             loop=loop,
         )
 
-    def reading(sink: ConnectionSink) -> Callable[[], None]:
+    def reading(sink: ConnectionSink, fast: bool = True) -> Callable[[], None]:
         """What the I/O thread does while the socket has bytes: on_readable, which
         reads, frames, assembles and hands each read's messages to ``sink``."""
 
         def run() -> None:
             conn = connection(sink)
+            if not fast:  # websockets' Protocol alone, as before the fast path
+                conn._framer = _Framer(conn._protocol, None, fast=False)
             wire = conn._sock
             while wire.left:  # type: ignore[attr-defined]
                 conn.on_readable()
@@ -121,13 +126,22 @@ def main() -> int:
         return run
 
     framing = best_us(reading(Each(None)))
-    rows = [("websockets framing: Connection.on_readable, 64 KiB reads", framing)]
-    rows.append(("json.loads(bytes), for reference", best_us(reading(Each(json.loads))) - framing))
+    rows = [("framing: Connection.on_readable (fast path), 64 KiB reads", framing)]
     rows.append(
-        ("  _protocol._loads (same result)", best_us(reading(Each(proto._loads))) - framing)
+        ("  websockets' Protocol alone, for reference", best_us(reading(Each(None), False)))
     )
-    parse = best_us(reading(Each(lambda data: proto.parse_frame(data, SID)))) - framing
-    rows.append(("parse_frame (includes _loads)", parse))
+    messages: List[bytes] = []
+    best_us(reading(Each(messages.append)), reps=1)
+    if len(messages) != N:
+        raise RuntimeError(f"framing gave {len(messages)} of {N} messages")
+    decode = best_us(lambda: [proto._loads(m) for m in messages])
+    rows.append(("JSON decode: _protocol._loads (msgspec)", decode))
+    rows.append(
+        ("  json.loads(bytes), for reference", best_us(lambda: [json.loads(m) for m in messages]))
+    )
+    parse = best_us(lambda: [proto.parse_frame(m, SID) for m in messages])
+    rows.append(("parse_frame: decode + event build", parse))
+    rows.append(("  of which event build (field checks, SessionEvent, Parsed)", parse - decode))
     events = [proto.parse_frame(p, SID).event for p in payloads]
     queue = SubscriberQueue(0)
 
@@ -173,6 +187,7 @@ def main() -> int:
             raise RuntimeError(f"the listener got {pending.qsize()} of {N} events")
         rows.append(("Session._on_messages: parse_frame + route + fan-out + offer", total))
         rows.append(("  of which route + fan-out + offer", total - parse))
+        rows.append(("receive cost on the I/O thread: framing + parse + route", framing + total))
 
         def fill_listener() -> None:
             pending.clear()

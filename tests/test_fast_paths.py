@@ -1,10 +1,8 @@
 """The performance paths of issue 6 behave exactly like the plain code they stand for.
 
-* ``_protocol._loads`` is ``json.loads``: same value, same exception and message, for
-  str, bytes and bytearray (websockets hands frames over as bytearray).
-* ``_protocol._only`` builds the same ``Parsed``/``SessionEvent`` as the constructors,
-  and is in use (if events.py changes shape, the fast path turns itself off: this
-  test says so, since that is a silent slowdown).
+* ``_protocol._loads`` (msgspec, with ``json.loads`` for what msgspec refuses) is
+  ``json.loads``: same value, same exception and message, for str, bytes and
+  bytearray; and msgspec, not ``json``, reads an ordinary frame.
 * ``SubscriberQueue`` notifies only when a consumer waits: no wake-up is lost, for
   ``take``, ``wait`` + ``take_now`` (what listeners and the dispatcher use) and plain
   ``queue.Queue.get``.
@@ -156,28 +154,18 @@ def test_fuzz_loads_objects(value: Any, tail: str) -> None:
     _same_as_json(bytearray(text.encode()))
 
 
-# --- fast objects ----------------------------------------------------------------------------
+# --- msgspec in use ---------------------------------------------------------------------------
 
 
-def test_fast_objects_are_in_use() -> None:
-    assert _protocol._FAST_OBJECTS, (
-        "SessionEvent changed shape, so _protocol._only fell back to the "
-        "constructor (correct, but 0.3 us slower per event): update _only"
-    )
+def test_ordinary_frames_are_read_by_msgspec_not_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("json.loads was called for an ordinary frame")
 
-
-@pytest.mark.parametrize("message_id", [None, "m1"])
-def test_fast_objects_equal_the_constructed_ones(message_id: Any) -> None:
-    data = {"delta": "x", "index": 3}
-    fast = _protocol._only(E.MESSAGE_DELTA, "sid", message_id, data)
-    slow = Parsed(SessionEvent(E.MESSAGE_DELTA, "sid", message_id, data))
-    assert fast == slow
-    assert type(fast) is Parsed and type(fast.event) is SessionEvent
-    assert fast.event is not None and slow.event is not None
-    assert repr(fast) == repr(slow) and hash(fast.event) == hash(slow.event)
-    assert fast.event.delta == "x" and fast.reply is None
-    with pytest.raises(AttributeError):  # still frozen
-        fast.event.type = E.ERROR  # type: ignore[misc]
+    monkeypatch.setattr(_protocol.json, "loads", refuse)
+    parsed = parse_frame(DELTA.encode(), "own")
+    assert parsed.event is not None and parsed.event.delta == "x"
+    with pytest.raises(AssertionError):  # what msgspec refuses still goes to json.loads
+        parse_frame(b'{"type": "pong", "x": NaN}', "own")
 
 
 def test_delta_frames_parse_to_the_plain_result() -> None:

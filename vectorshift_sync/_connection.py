@@ -101,6 +101,160 @@ class ConnectionSink:
         return None  # pragma: no cover - interface
 
 
+#: Opcodes websockets' ``Frame.parse`` accepts (continuation, text, binary, close,
+#: ping, pong); any other fails the connection as soon as the header is in.
+_OPCODES = frozenset({0x0, 0x1, 0x2, 0x8, 0x9, 0xA})
+_FIN_TEXT, _FIN_BINARY = 0x81, 0x82  # first header byte: FIN, no RSV bit, the opcode
+
+
+class _Framer:
+    """Messages out of a read buffer: by slicing where websockets would only slice,
+    through websockets' ``Protocol`` for everything else.
+
+    websockets stays the authority. A complete frame with FIN set, no RSV bit, opcode
+    text or binary, no mask and a length within ``max_size``, outside a fragmented
+    message, is all the ``Protocol`` would turn into one event with no other effect:
+    such frames are sliced out here (binary ones dropped, as before). Every other
+    complete frame (control frames, fragments, RSV bits, ...) is handed to the
+    ``Protocol`` as a whole, in stream order, and its events assembled in place.
+
+    The ``Protocol`` is therefore only ever given whole frames and is always at a
+    frame boundary when slicing resumes; a partial frame at the end of a read waits
+    in ``_pending`` for the next. A header websockets rejects before reading the
+    payload (unknown opcode, a masked frame, a length over the limit) and anything
+    after the ``Protocol`` left the OPEN state (a close frame, a protocol error, a
+    close we sent) switch the framer off for good: from that byte on, every byte goes
+    to the ``Protocol``, exactly as without a fast path. ``tests/test_framing.py``
+    checks both give the same messages, close and error on random streams.
+
+    Not thread-safe: the connection calls it with its protocol lock held.
+    """
+
+    def __init__(self, protocol: Protocol, max_size: Optional[int], *, fast: bool = True) -> None:
+        self._protocol = protocol
+        self._max_size = max_size
+        self._fast = fast  # False: every byte goes to the Protocol
+        # An incomplete frame (fast path only): its bytes so far, and how many the
+        # whole frame has (0 while its header is incomplete). Joined once complete,
+        # so a large message read in many pieces is copied once.
+        self._pending: List[bytes] = []
+        self._pending_size = 0
+        self._need = 0
+        # The fragmented message in progress, as the Protocol tracks it: the bytes
+        # received so far (None outside one), which lower the size limit.
+        self._current_size: Optional[int] = None
+        # Assembly of fragmented messages from the Protocol's frames.
+        self._fragments: List[bytes] = []
+        self._binary = False  # inside a fragmented binary message (ignored)
+
+    def receive(self, data: bytes, out: List[bytes]) -> None:
+        """Take one read's bytes; append the text messages they complete to ``out``."""
+        if not self._fast or self._protocol.state is not State.OPEN:
+            self._to_protocol(data, out)
+            return
+        if self._pending:
+            self._pending.append(data)
+            self._pending_size += len(data)
+            if self._pending_size < self._need:
+                return  # the frame is still incomplete
+            buf = b"".join(self._pending)
+            self._pending = []
+        else:
+            buf = data
+        end = len(buf)
+        pos = 0
+        need = 0  # the length of the incomplete frame at pos, once its header is in
+        limit = self._limit()
+        append = out.append
+        while end - pos >= 2:
+            head = buf[pos]
+            size = buf[pos + 1]
+            if size & 0x80 or head & 0x0F not in _OPCODES:
+                self._to_protocol(buf[pos:], out)  # masked, or no such opcode: fails
+                return
+            start = pos + 2
+            if size >= 126:
+                start += 2 if size == 126 else 8
+                if start > end:
+                    break
+                size = int.from_bytes(buf[pos + 2 : start], "big")
+            if limit is not None and size > limit:
+                self._to_protocol(buf[pos:], out)  # PayloadTooBig from the header
+                return
+            stop = start + size
+            if stop > end:
+                need = stop - pos
+                break
+            if head == _FIN_TEXT and self._current_size is None:
+                append(buf[start:stop])
+            elif head != _FIN_BINARY or self._current_size is not None:
+                self._hand_over(buf[pos:stop], head, size, out)
+                if self._protocol.state is not State.OPEN:
+                    self._to_protocol(buf[stop:], out)  # a close, or a protocol error
+                    return
+                limit = self._limit()
+            pos = stop
+        if pos < end:
+            self._pending = [buf[pos:]]
+            self._pending_size = end - pos
+            self._need = need
+
+    def receive_eof(self, out: List[bytes]) -> None:
+        """The peer closed its side: the Protocol gets what is pending, then the EOF."""
+        self._to_protocol(b"", out)
+        self._protocol.receive_eof()
+        self._assemble(self._protocol.events_received(), out)
+
+    def _limit(self) -> Optional[int]:
+        # The Protocol's size limit for the next frame header (Protocol.parse).
+        if self._max_size is None or self._current_size is None:
+            return self._max_size
+        return self._max_size - self._current_size
+
+    def _hand_over(self, frame: bytes, head: int, size: int, out: List[bytes]) -> None:
+        """One whole frame to the Protocol; keep track of fragmented messages as it does."""
+        protocol = self._protocol
+        protocol.receive_data(frame)
+        self._assemble(protocol.events_received(), out)
+        opcode, fin = head & 0x0F, head & 0x80
+        if opcode == 0x1 or opcode == 0x2:
+            self._current_size = None if fin else size
+        elif opcode == 0x0 and self._current_size is not None:
+            self._current_size = None if fin else self._current_size + size
+
+    def _to_protocol(self, data: bytes, out: List[bytes]) -> None:
+        """Leave the fast path for good: the pending bytes and ``data`` to the Protocol."""
+        self._fast = False
+        if self._pending:
+            data = b"".join(self._pending) + data
+            self._pending = []
+        if data:
+            protocol = self._protocol
+            protocol.receive_data(data)
+            self._assemble(protocol.events_received(), out)
+
+    def _assemble(self, frames: List[Any], out: List[bytes]) -> None:
+        """Whole text messages out of the Protocol's frames (binary ones are dropped)."""
+        append = out.append
+        for frame in frames:
+            opcode = frame.opcode
+            if opcode is _TEXT or opcode is _BINARY:
+                if frame.fin:
+                    if opcode is _TEXT:
+                        append(frame.data)
+                    if self._fragments:
+                        self._fragments = []
+                else:
+                    self._fragments = [frame.data] if opcode is _TEXT else []
+                    self._binary = opcode is _BINARY
+            elif opcode is _CONT:
+                if not self._binary:
+                    self._fragments.append(frame.data)
+                    if frame.fin:
+                        append(b"".join(self._fragments))
+                        self._fragments = []
+
+
 class Connection(Handler):
     """A connected WebSocket served by the I/O loop.
 
@@ -137,8 +291,7 @@ class Connection(Handler):
         self._write_timeout = write_timeout
         self._ping_interval = ping_interval
         self._idle_timeout = idle_timeout
-        self._fragments: List[bytes] = []
-        self._binary = False  # inside a fragmented binary message (ignored)
+        self._framer = _Framer(self._protocol, max_message_size)
         self._aborted = False  # abort() was called: the end is ours
         self._broken = False  # a write failed: the end is the network's
         self._sock_closed = False
@@ -384,20 +537,20 @@ class Connection(Handler):
                 break
         if chunks:
             self.last_data = time.monotonic()
+        messages: List[bytes] = []
         with self._proto_lock:
-            protocol = self._protocol
+            framer = self._framer
             for chunk in chunks:
-                protocol.receive_data(chunk)
+                framer.receive(chunk, messages)
             if eof:
-                protocol.receive_eof()
-            frames = protocol.events_received()
+                framer.receive_eof(messages)
+            protocol = self._protocol
             replies = protocol.data_to_send()
             if replies:
                 self._queue_locked(replies)
             state = protocol.state
         if replies:
             self._flush_from_loop()
-        messages = self._assemble(frames) if frames else None
         if messages:
             self._sink.connection_messages(self, messages)
         if failure is not None:
@@ -489,28 +642,6 @@ class Connection(Handler):
         # else: the writer closes it as it lets go (_release_writer)
         self.finished.set()
         self._sink.connection_ended(self, ending)
-
-    def _assemble(self, frames: List[Any]) -> List[bytes]:
-        messages: List[bytes] = []
-        append = messages.append
-        for frame in frames:
-            opcode = frame.opcode
-            if opcode is _TEXT or opcode is _BINARY:
-                if frame.fin:
-                    if opcode is _TEXT:
-                        append(frame.data)
-                    if self._fragments:
-                        self._fragments = []
-                else:
-                    self._fragments = [frame.data] if opcode is _TEXT else []
-                    self._binary = opcode is _BINARY
-            elif opcode is _CONT:
-                if not self._binary:
-                    self._fragments.append(frame.data)
-                    if frame.fin:
-                        append(b"".join(self._fragments))
-                        self._fragments = []
-        return messages
 
     def _failure_reason(self, exc: BaseException) -> TransportClosed:
         if self._aborted:
