@@ -464,3 +464,47 @@ def test_the_callback_pool_size_is_configurable_and_bounds_the_threads(
         set_worker_limits(callbacks=8)
         for session in sessions:
             session.disconnect()
+
+
+def test_a_callback_that_raises_system_exit_does_not_stop_the_pool(
+    engine: LocalEngine,
+) -> None:
+    agent = engine.add_agent("Paced", turn=_paced)
+    set_worker_limits(callbacks=1)  # one worker: if it died, nothing would run
+    try:
+        with Session(owner_type="agent", owner_id=agent) as session:
+            ended = threading.Event()
+            seen: List[str] = []
+
+            def exits(event: SessionEvent) -> None:
+                if event.type is E.MESSAGE_DELTA and not seen:
+                    seen.append("exit")
+                    raise SystemExit(3)
+
+            session.on(None, exits)
+            session.on(None, lambda ev: ended.set() if ev.is_turn_end else None)
+            session.send("go")
+            assert ended.wait(scaled(5)), "callbacks stopped after a SystemExit"
+    finally:
+        set_worker_limits(callbacks=8)
+
+
+def test_disconnect_during_a_reconnect_back_off_ends_the_io_thread_at_once(
+    engine: LocalEngine,
+) -> None:
+    agent = engine.add_agent("Paced", turn=_paced)
+    policy = ReconnectPolicy(max_attempts=50, max_time=60.0, base_delay=20.0, max_delay=20.0)
+    session = Session(owner_type="agent", owner_id=agent, reconnect=policy).connect()
+    session_lost = threading.Event()
+    session.on(E.ERROR, lambda ev: session_lost.set())
+    engine.faults.reject_handshake = 503
+    try:
+        engine.drop_connections()
+        assert session_lost.wait(scaled(5))
+        time.sleep(0.3)  # the first attempt is refused; the next waits up to 20 s
+    finally:
+        session.disconnect()
+        engine.faults.reject_handshake = None
+    for thread in _io_threads():
+        thread.join(scaled(1))
+        assert not thread.is_alive(), "the I/O thread slept out a cancelled back-off"

@@ -139,7 +139,7 @@ class Callbacks:
                 continue
             try:
                 callback(event)
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit too: it must not stop the pool
                 logger.exception(
                     "session callback %r failed on a %s event", callback, event.type.value
                 )

@@ -474,6 +474,12 @@ class Connection(Handler):
             if self._end is not None and not self._sock_closed:
                 self._close_socket()  # the connection ended while this thread wrote
             self._send_lock.release()
+            if self._end is not None and not self._sock_closed and self._send_lock.acquire(False):
+                try:  # the connection ended as this thread let go: close it here
+                    self._close_socket()
+                finally:
+                    self._send_lock.release()
+                return
             if self._end is not None or self._broken or (not self._out and self._current is None):
                 return
             if not self._send_lock.acquire(False):
@@ -560,6 +566,10 @@ class Connection(Handler):
 
     def on_writable(self) -> None:
         self._flush_from_loop()
+        if not self._out and self._current is None:
+            # Nothing left: stop watching, whatever a queued want_write() said.
+            self._wants_write = False
+            self._loop._set_writer(self, False)
 
     def on_failure(self, exc: BaseException) -> None:
         self._finish(TransportClosed(f"internal failure serving the WebSocket: {exc!r}"))
@@ -689,7 +699,9 @@ class Connection(Handler):
 
     def _shutdown(self) -> None:
         try:
-            self._sock.shutdown(socket.SHUT_RDWR)
+            # The plain socket's shutdown: SSLSocket.shutdown() drops its TLS object
+            # first, under a writer's feet on another thread.
+            socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
         except (OSError, ValueError):
             pass
 

@@ -148,7 +148,10 @@ class IOLoop:
         with self._lock:
             if timer._state == 0:
                 timer._state = 2
+                timer.callback = _nothing  # the heap may keep it a while: not its target
                 self._live_timers -= 1
+                if self._thread is not None and threading.get_ident() != self._ident:
+                    self._wake_locked()  # it may have nothing left to wait for
 
     def _wake_locked(self) -> None:
         # Called with self._lock held.
@@ -223,11 +226,13 @@ class IOLoop:
                     self._woken = False
                 for call in calls:
                     self._guard(call)
+                call = calls = None  # type: ignore[assignment]  # hold no session between turns
                 timeout = self._next_timeout()
                 with self._lock:
                     if not self._handlers and not self._live_timers and not self._calls:
                         self._thread = None  # the next call_soon starts a new one
                         self._ident = None
+                        self._timers.clear()  # only cancelled ones are left
                         self._close_resources()
                         return
                     if self._calls:
@@ -249,6 +254,7 @@ class IOLoop:
                             handler.on_failure(exc)
                         except Exception:
                             logger.exception("an I/O handler failed to end itself")
+                handler = ready = None  # type: ignore[assignment]
                 self._run_timers()
         except BaseException:  # pragma: no cover - the loop itself broke
             logger.exception("the I/O thread failed")
@@ -308,6 +314,10 @@ class IOLoop:
     def _abandon(self) -> None:
         """In a forked child: drop the parent's loop without touching its locks."""
         self._close_resources()
+
+
+def _nothing() -> None:
+    """What a cancelled timer calls (nothing; it lets go of its target at once)."""
 
 
 _loop: Optional[IOLoop] = None

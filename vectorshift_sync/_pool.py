@@ -96,8 +96,9 @@ class WorkerPool:
                 job = self._jobs.popleft()
             try:
                 job()
-            except Exception:  # jobs report their own errors; this is a last resort
+            except BaseException:  # even SystemExit from user code: this worker goes on
                 logger.exception("a job on %s failed", self.name)
+            job = None  # type: ignore[assignment]  # hold no session while idle
 
 
 _limits: Dict[str, int] = {"vectorshift-callbacks": 8, "vectorshift-reconnect": 4}

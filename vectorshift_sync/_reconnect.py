@@ -105,7 +105,7 @@ class Reconnector:
                 info = ReconnectAttempt(self._session_id(), attempt, self._reason, elapsed)
                 try:
                     verdict = self._hook(info)
-                except Exception:
+                except BaseException:  # SystemExit too: never kill the pool's thread
                     logger.exception("on_reconnect hook failed; giving up")
                     verdict = False
                 if verdict is False:

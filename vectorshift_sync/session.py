@@ -139,27 +139,37 @@ class ApprovalResponse:
 
 
 class _Sink(ConnectionSink):
-    """What the I/O thread reports to a session (kept off the public class)."""
+    """What the I/O thread reports to a session (kept off the public class).
+
+    It refers to its session weakly: the I/O thread's references end with the
+    connection's, never keeping a closed session alive a moment longer.
+    """
 
     __slots__ = ("_session",)
 
     def __init__(self, session: Session) -> None:
-        self._session = session
+        self._session = weakref.ref(session)
 
     def connection_messages(self, connection: Connection, messages: List[bytes]) -> None:
-        session = self._session
-        if session._connection is connection:
+        session = self._session()
+        if session is not None and session._connection is connection:
             session._on_messages(messages)
 
     def connection_ended(self, connection: Connection, ending: TransportClosed) -> None:
-        self._session._on_connection_end(connection, ending)
+        session = self._session()
+        if session is not None:
+            session._on_connection_end(connection, ending)
 
     def keepalive_frame(self) -> Optional[str]:
-        session = self._session
+        session = self._session()
+        if session is None:
+            return None
         session_id = session._session_id
         if session_id and session._state is _State.OPEN:
             return proto.encode_ping(session_id)
         return None
+
+
 class Session:
     """A live, multi-turn conversation with an Agent or Chatbot, without asyncio.
 
