@@ -89,10 +89,6 @@ class Callbacks:
         self.on_error = on_error
         self._mailbox: Optional[_Mailbox] = None
 
-    @property
-    def active(self) -> bool:
-        return self._mailbox is not None
-
     def add(self, types: Optional[FrozenSet[SessionEventType]], callback: Callback) -> None:
         self.entries = self.entries + ((types, callback),)
 

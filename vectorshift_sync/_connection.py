@@ -315,11 +315,6 @@ class Connection(Handler):
             or self._protocol.state is State.CLOSED
         )
 
-    @property
-    def ending(self) -> Optional[TransportClosed]:
-        """How the connection ended, once it has."""
-        return self._end
-
     def fileno(self) -> int:
         return self._fd
 
@@ -569,7 +564,7 @@ class Connection(Handler):
         if not self._out and self._current is None:
             # Nothing left: stop watching, whatever a queued want_write() said.
             self._wants_write = False
-            self._loop._set_writer(self, False)
+            self._loop.want_write(self, False)  # on this thread: applied at once
 
     def on_failure(self, exc: BaseException) -> None:
         self._finish(TransportClosed(f"internal failure serving the WebSocket: {exc!r}"))

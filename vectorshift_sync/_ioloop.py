@@ -74,10 +74,6 @@ class Timer:
         """Forget the call if it has not run yet; idempotent."""
         self._loop._cancel(self)
 
-    @property
-    def pending(self) -> bool:
-        return self._state == 0
-
 
 class IOLoop:
     """One selector, one timer heap, one thread (started on demand)."""
@@ -115,7 +111,7 @@ class IOLoop:
             earliest = self._timers[0][0] if self._timers else None
             heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
             self._live_timers += 1
-            if threading.get_ident() != self._ident and (earliest is None or timer.when < earliest):
+            if not self.on_loop_thread and (earliest is None or timer.when < earliest):
                 self._wake_locked()
             elif self._thread is None:
                 self._start_locked()
@@ -127,14 +123,14 @@ class IOLoop:
 
     def remove(self, handler: Handler) -> None:
         """Stop watching ``handler``'s socket; safe to call twice, any thread."""
-        if threading.get_ident() == self._ident:
+        if self.on_loop_thread:
             self._unregister(handler)
         else:
             self.call_soon(lambda: self._unregister(handler))
 
     def want_write(self, handler: Handler, wanted: bool) -> None:
         """Also wake for writability (a write the I/O thread could not finish)."""
-        if threading.get_ident() == self._ident:
+        if self.on_loop_thread:
             self._set_writer(handler, wanted)
         else:
             self.call_soon(lambda: self._set_writer(handler, wanted))
@@ -150,7 +146,7 @@ class IOLoop:
                 timer._state = 2
                 timer.callback = _nothing  # the heap may keep it a while: not its target
                 self._live_timers -= 1
-                if self._thread is not None and threading.get_ident() != self._ident:
+                if self._thread is not None and not self.on_loop_thread:
                     self._wake_locked()  # it may have nothing left to wait for
 
     def _wake_locked(self) -> None:
@@ -158,7 +154,7 @@ class IOLoop:
         if self._thread is None:
             self._start_locked()
             return
-        if not self._woken and threading.get_ident() != self._ident:
+        if not self._woken and not self.on_loop_thread:
             self._woken = True
             try:
                 assert self._wake_w is not None

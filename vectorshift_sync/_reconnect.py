@@ -83,10 +83,6 @@ class Reconnector:
             timer.cancel()
         self._idle.wait(timeout)
 
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
-
     def _prepare(self) -> None:
         """Decide on the next attempt and wait for its back-off (a pool thread)."""
         while True:

@@ -569,10 +569,7 @@ class Session:
         :class:`SessionDisconnectedError`. Stopping early unsubscribes; a turn left
         before its end is read to its end, unseen, before the next turn is sent.
         """
-        if timeout is not None:
-            _check_positive("timeout", timeout)
-        frame = self._encode_send(content, files, mime_type, filename)
-        return follow_events(TurnFollower.start(self, frame, timeout))
+        return follow_events(self._start_turn(content, files, mime_type, filename, timeout))
 
     def stream_text(
         self,
@@ -594,10 +591,7 @@ class Session:
         the rest of the turn. ``timeout`` bounds the turn (restarted after such a
         pause). Closing the stream early leaves the session ready for the next turn.
         """
-        if timeout is not None:
-            _check_positive("timeout", timeout)
-        frame = self._encode_send(content, files, mime_type, filename)
-        return TextStream(TurnFollower.start(self, frame, timeout))
+        return TextStream(self._start_turn(content, files, mime_type, filename, timeout))
 
     def ask(
         self,
@@ -618,10 +612,21 @@ class Session:
         :class:`SessionTimeoutError` after ``timeout`` seconds, and
         :class:`SessionDisconnectedError` when the connection is lost.
         """
+        return follow_answer(self._start_turn(content, files, mime_type, filename, timeout))
+
+    def _start_turn(
+        self,
+        content: Content,
+        files: Optional[Sequence[FileLike]],
+        mime_type: Optional[str],
+        filename: Optional[str],
+        timeout: Optional[float],
+    ) -> TurnFollower:
+        """Check and send one turn for ``stream``/``stream_text``/``ask``; follow it."""
         if timeout is not None:
             _check_positive("timeout", timeout)
         frame = self._encode_send(content, files, mime_type, filename)
-        return follow_answer(TurnFollower.start(self, frame, timeout))
+        return TurnFollower.start(self, frame, timeout)
 
     def on(self, event_types: EventTypes, callback: Optional[_F] = None) -> Any:
         """Call ``callback(event)`` for every event of ``event_types`` (None: all).
