@@ -36,7 +36,6 @@ import argparse
 import json
 import logging
 import os
-import resource
 import signal
 import ssl
 import sys
@@ -49,18 +48,11 @@ from websockets.frames import Frame, Opcode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _process import raise_fd_limit  # noqa: E402  (scale.py and sync_driver.py import it from here)
+
 from vectorshift_sync.testing import LocalEngine, TurnContext  # noqa: E402
 
 API_KEY = "bench-key"
-
-
-def raise_fd_limit() -> int:
-    """Lift the soft open-files limit to the hard one (1,000 sessions need 1,000+ fds)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def _connections(ctx: TurnContext) -> List[Any]:

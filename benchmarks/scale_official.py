@@ -22,27 +22,11 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
+from _process import raise_fd_limit, threads_now
 from vectorshift import Session, SessionEventType
 
 E = SessionEventType
 AGENTS: Dict[str, str] = json.loads(os.environ.get("VS_BENCH_AGENTS", "{}"))
-
-
-def raise_fd_limit() -> int:
-    """As ``engine.raise_fd_limit()`` (that module needs our library, not importable here)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def threads_now() -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    return 1
 
 
 class Tally:

@@ -34,22 +34,13 @@ from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine import raise_fd_limit  # noqa: E402
+from _process import raise_fd_limit, threads_now  # noqa: E402
 
 from vectorshift_sync import Session, SessionEventType  # noqa: E402
 from vectorshift_sync.events import SessionEvent  # noqa: E402
 
 E = SessionEventType
 AGENTS: Dict[str, str] = json.loads(os.environ.get("VS_BENCH_AGENTS", "{}"))
-
-
-def threads_now() -> int:
-    """OS threads of this process (every thread, Python's or not)."""
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    return threading.active_count()  # pragma: no cover - no /proc
 
 
 class Tally:
