@@ -130,8 +130,9 @@ def test_a_write_blocked_on_one_connection_does_not_stall_another() -> None:
     writer = threading.Thread(target=write_forever)
     try:
         writer.start()
-        time.sleep(0.2)  # the writer is now waiting for the socket to drain
-        assert writer.is_alive()
+        # The frame's first bytes reach the peer: the writer is under way, and 16 MB
+        # is far more than the socket buffers hold, so it now waits for them to drain.
+        assert select.select([stuck_peer], [], [], scaled(5))[0]
         # The stuck peer pings: the pong can't be written now; it must be queued.
         stuck_peer.sendall(Frame(Opcode.PING, b"hi").serialize(mask=False))
         live_sink.expect = 200
@@ -214,7 +215,7 @@ def test_an_idle_but_live_link_is_not_declared_half_open() -> None:
                 assert data
                 peer.sendall(Frame(Opcode.PONG, b"").serialize(mask=False))
         assert not sink.ended and not connection.closed
-        time.sleep(0.5)  # now silent past idle_timeout: that is a dead link
+        # Now the peer stays silent past idle_timeout: that is a dead link.
         assert connection.finished.wait(scaled(2))
         assert "half-open" in sink.ended[0].reason
     finally:
@@ -494,14 +495,25 @@ def test_disconnect_during_a_reconnect_back_off_ends_the_io_thread_at_once(
 ) -> None:
     agent = engine.add_agent("Paced", turn=_paced)
     policy = ReconnectPolicy(max_attempts=50, max_time=60.0, base_delay=20.0, max_delay=20.0)
-    session = Session(owner_type="agent", owner_id=agent, reconnect=policy).connect()
-    session_lost = threading.Event()
-    session.on(E.ERROR, lambda ev: session_lost.set())
+    backing_off = threading.Event()
+
+    def on_reconnect(attempt: Any) -> None:
+        if attempt.attempt >= 2:  # the first was refused; this one waits up to 20 s
+            backing_off.set()
+
+    session = Session(
+        owner_type="agent", owner_id=agent, reconnect=policy, on_reconnect=on_reconnect
+    ).connect()
     engine.faults.reject_handshake = 503
     try:
         engine.drop_connections()
-        assert session_lost.wait(scaled(5))
-        time.sleep(0.3)  # the first attempt is refused; the next waits up to 20 s
+        assert backing_off.wait(scaled(5))
+        reconnector = session._reconnector
+        assert reconnector is not None
+        deadline = time.monotonic() + scaled(5)
+        while reconnector._timer is None:  # the back-off is armed on the I/O thread
+            assert time.monotonic() < deadline, "no back-off was armed"
+            time.sleep(0.005)
     finally:
         session.disconnect()
         engine.faults.reject_handshake = None
