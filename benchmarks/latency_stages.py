@@ -75,13 +75,13 @@ def _instrument() -> None:
     on_messages = Session._on_messages
     publish = Session._publish_locked
 
-    def timed_route(self: Any, raws: List[bytes]) -> None:
+    def timed_route(self: Any, raws: List[bytes], wakes: Any) -> None:
         # Called by Connection.on_readable once it has read and framed.
         _stamps.read = time.monotonic()
-        on_messages(self, raws)
+        on_messages(self, raws, wakes)
 
-    def noted_publish(self: Any, events: List[Any]) -> None:
-        publish(self, events)  # the events are in the listener's queue now
+    def noted_publish(self: Any, events: List[Any], wakes: Any = None) -> None:
+        publish(self, events, wakes)  # the events are in the listener's queue now
         record = [_stamps.woke, _stamps.read, time.monotonic(), threading.current_thread().name]
         for event in events:
             if event.type is DELTA:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import Callable, Iterator, List, Type
+from typing import Any, Callable, Iterator, List, Type
 
 import pytest
 from conftest import scaled, until_turn_end
@@ -158,8 +158,8 @@ def test_a_reader_starved_past_idle_timeout_with_bytes_waiting_is_not_half_open(
         stalled: List[int] = []
         read_again = threading.Event()
 
-        def stall_once(raws: List[bytes]) -> None:
-            route(raws)
+        def stall_once(raws: List[bytes], wakes: Any) -> None:
+            route(raws, wakes)
             if threading.current_thread().name == "vectorshift-io":
                 if stalled:
                     read_again.set()

@@ -25,6 +25,7 @@ from websockets.frames import Frame, Opcode
 
 from vectorshift_sync import SessionEvent, SessionEventType, set_worker_limits
 from vectorshift_sync._connection import Connection, ConnectionSink, TransportClosed
+from vectorshift_sync._ioloop import Handler, IOLoop
 from vectorshift_sync._pool import callback_pool
 from vectorshift_sync.session import ReconnectPolicy, Session
 from vectorshift_sync.testing import LocalEngine, TurnContext
@@ -326,11 +327,11 @@ def test_a_failure_while_routing_on_the_io_thread_reconnects(engine: LocalEngine
         route = session._on_messages
         failed: List[int] = []
 
-        def once(raws: List[bytes]) -> None:
+        def once(raws: List[bytes], wakes: Any) -> None:
             if not failed:
                 failed.append(1)
                 raise RuntimeError("a bug while routing")
-            route(raws)
+            route(raws, wakes)
 
         session._on_messages = once  # type: ignore[method-assign]
         listener = session.listen(timeout=scaled(10))
@@ -520,3 +521,68 @@ def test_disconnect_during_a_reconnect_back_off_ends_the_io_thread_at_once(
     for thread in _io_threads():
         thread.join(scaled(1))
         assert not thread.is_alive(), "the I/O thread slept out a cancelled back-off"
+
+
+class _Reader(Handler):
+    """A bare handler: reads what came, asks for ``waker`` at the end of the round."""
+
+    def __init__(self, loop: IOLoop, sock: socket.socket, name: str, log: List[str]) -> None:
+        self.loop, self.sock, self.name, self.log = loop, sock, name, log
+        self.waker = self
+        self.all_woken = threading.Event()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def on_readable(self) -> None:
+        self.sock.recv(100)
+        self.log.append("read " + self.name)
+        self.loop.round_wakes.add(self.waker)
+
+    def on_writable(self) -> None:
+        pass
+
+    def on_failure(self, exc: BaseException) -> None:
+        self.log.append(f"failed {exc!r}")
+
+    def wake(self) -> None:
+        self.log.append("wake " + self.name)
+        if sum(entry.startswith("wake") for entry in self.log) == 3:
+            self.all_woken.set()
+
+
+def test_consumers_are_woken_once_per_round_after_every_ready_socket_is_read() -> None:
+    # A consumer woken in the middle of a round would only wait for the interpreter
+    # lock the I/O thread still needs for the other sockets: wake-ups come last.
+    loop = IOLoop()
+    pairs = [socket.socketpair() for _ in range(3)]
+    log: List[str] = []
+    readers = [_Reader(loop, b, name, log) for (_, b), name in zip(pairs, "abc")]
+    done = threading.Event()
+    for reader in readers:
+        reader.all_woken = done
+    try:
+        for reader in readers:
+            loop.add(reader)
+
+        def make_all_ready() -> None:  # on the I/O thread: all three ready at once
+            for a, _ in pairs:
+                a.send(b"x")
+
+        loop.call_soon(make_all_ready)
+        assert done.wait(scaled(5))
+        reads = [entry for entry in log if entry.startswith("read")]
+        wakes = [entry for entry in log if entry.startswith("wake")]
+        assert sorted(reads) == ["read a", "read b", "read c"]
+        assert sorted(wakes) == ["wake a", "wake b", "wake c"]  # once each
+        assert log.index(wakes[0]) > log.index(reads[-1]), log
+        assert not loop.round_wakes
+    finally:
+        thread = loop._thread
+        for reader in readers:
+            loop.remove(reader)
+        if thread is not None:
+            thread.join(scaled(5))  # nothing registered: the loop's thread ends
+        for a, b in pairs:
+            a.close()
+            b.close()

@@ -9,14 +9,14 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Set
 
 import pytest
 from conftest import scaled
 
 from vectorshift_sync import _subscribers
 from vectorshift_sync._protocol import OVERFLOW_ERROR
-from vectorshift_sync._subscribers import Ended, SubscriberQueue
+from vectorshift_sync._subscribers import SLICE, Ended, SubscriberQueue
 from vectorshift_sync.events import SessionEvent, SessionEventType
 
 T = SessionEventType
@@ -488,3 +488,41 @@ def test_abandoned_flag_starts_false() -> None:
     assert q.closed is False
     assert q.limit == 0
     assert SubscriberQueue(5).limit == 5
+
+
+def test_a_consumer_thread_sleeps_until_woken_not_in_slices() -> None:
+    # Only the main thread can get KeyboardInterrupt, so only it waits in slices: a
+    # thousand web-server threads idle in listen() must not wake 4,000 times a second.
+    q = SubscriberQueue(0)
+    thread, condition, outcome = _blocked_consumer(q, lambda: q.take(None))
+    time.sleep(SLICE * 3)  # three slices' worth of nothing arriving
+    q.offer(delta(1))
+    thread.join(scaled(5))
+    assert outcome == [delta(1)]
+    assert condition.waits == 1, "a non-main thread woke up with nothing to take"
+
+
+@pytest.mark.usefixtures("long_slices")
+def test_a_deferred_wake_up_waits_for_wake() -> None:
+    # The I/O thread queues a round's events, and wakes each consumer once at the end
+    # of the round (IOLoop._wake_consumers), not once per socket read.
+    q = SubscriberQueue(0)
+    thread, condition, outcome = _blocked_consumer(q, lambda: q.take(time.monotonic() + 30))
+    wakes: Set[Any] = set()
+    assert q.offer_many([delta(1), delta(2)], wakes) == 0
+    assert wakes == {q}
+    thread.join(0.3)
+    assert thread.is_alive(), "offer_many woke the consumer although asked to defer"
+    q.wake()
+    thread.join(scaled(5))
+    assert outcome == [delta(1)] and condition.waits == 1
+    assert q.take_now() == [delta(2)]
+
+
+def test_a_deferred_offer_with_nobody_waiting_asks_for_no_wake_up() -> None:
+    q = SubscriberQueue(0)
+    wakes: Set[Any] = set()
+    q.offer_many([delta(1)], wakes)
+    assert wakes == set()
+    q.wake()  # harmless with nobody waiting
+    assert q.take(NOW) == delta(1)

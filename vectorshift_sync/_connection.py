@@ -315,6 +315,11 @@ class Connection(Handler):
             or self._protocol.state is State.CLOSED
         )
 
+    @property
+    def loop(self) -> IOLoop:
+        """The I/O loop serving this connection."""
+        return self._loop
+
     def fileno(self) -> int:
         return self._fd
 

@@ -17,12 +17,15 @@ import logging
 import os
 import queue
 import threading
-from typing import Any, Callable, FrozenSet, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, FrozenSet, Iterator, List, Optional, Set, Tuple
 
 from ._deadline import Deadline
 from ._subscribers import Ended, SubscriberQueue, _End, _Overflow
 from .errors import SessionTimeoutError
 from .events import SessionEvent, SessionEventType
+
+if TYPE_CHECKING:  # the loop's idea of what it wakes at the end of a round
+    from ._ioloop import Waker
 
 __all__ = ["FanOut", "Listener"]
 
@@ -65,8 +68,11 @@ class FanOut:
     def remove_locked(self, subscriber: SubscriberQueue) -> None:
         self.listeners = tuple(q for q in self.listeners if q is not subscriber)
 
-    def publish_locked(self, events: List[SessionEvent]) -> None:
-        """Offer ``events`` to every consumer, in order; never blocks."""
+    def publish_locked(
+        self, events: List[SessionEvent], wakes: Optional[Set[Waker]] = None
+    ) -> None:
+        """Offer ``events`` to every consumer, in order; never blocks. ``wakes``: see
+        :meth:`SubscriberQueue.offer_many` (the backlog has no consumer to wake)."""
         extra = self.extra
         if extra is not None:
             extra(events)
@@ -75,7 +81,7 @@ class FanOut:
             for subscriber in listeners:
                 if subscriber.abandoned:
                     self.listeners = tuple(q for q in self.listeners if not q.abandoned)
-                elif subscriber.offer_many(events):
+                elif subscriber.offer_many(events, wakes):
                     logger.debug("a listener queue is full; events were dropped")
         else:
             kept = [e for e in events if e.type is not _PONG]

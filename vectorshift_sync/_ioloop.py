@@ -28,9 +28,9 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Set, Tuple
 
-__all__ = ["IOLoop", "Handler", "Timer", "io_loop"]
+__all__ = ["IOLoop", "Handler", "Timer", "Waker", "io_loop"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,12 @@ class Handler:
     def ended(self) -> bool:
         """True once the handler is over (a late registration is then skipped)."""
         return False
+
+
+class Waker(Protocol):
+    """Something the loop wakes at the end of a round (a subscriber queue)."""
+
+    def wake(self) -> None: ...  # pragma: no cover - interface
 
 
 class Timer:
@@ -95,6 +101,9 @@ class IOLoop:
         self._woken = False
         self._thread: Optional[threading.Thread] = None
         self._ident: Optional[int] = None
+        #: Consumers to wake once this round's ready sockets are all read (I/O thread
+        #: only; see :meth:`_wake_consumers`).
+        self.round_wakes: Set[Waker] = set()
 
     # --- any thread -------------------------------------------------------------
 
@@ -251,6 +260,8 @@ class IOLoop:
                         except Exception:
                             logger.exception("an I/O handler failed to end itself")
                 handler = ready = None  # type: ignore[assignment]
+                if self.round_wakes:
+                    self._wake_consumers()
                 self._run_timers()
         except BaseException:  # pragma: no cover - the loop itself broke
             logger.exception("the I/O thread failed")
@@ -260,6 +271,23 @@ class IOLoop:
                 self._handlers.clear()
                 self._close_resources()
             raise
+
+    def _wake_consumers(self) -> None:
+        """Wake, once each, the consumers this round's reads gave events to.
+
+        Deferred to the end of the round on purpose: a consumer woken in the middle
+        would only wait for the interpreter lock the I/O thread still needs for the
+        other ready sockets, and one woken per read instead of per round wakes more
+        often for the same events (with a thousand sessions, those wake-ups are most
+        of the client's CPU).
+        """
+        wakes = list(self.round_wakes)
+        self.round_wakes.clear()
+        for waker in wakes:
+            try:
+                waker.wake()
+            except Exception:  # pragma: no cover - a wake-up takes a lock and notifies
+                logger.exception("waking a consumer failed")
 
     def _guard(self, call: Callable[[], Any]) -> None:
         try:

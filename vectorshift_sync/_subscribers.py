@@ -15,17 +15,24 @@ wakes. No thread lives here; the module only guards its deque with the queue's m
 from __future__ import annotations
 
 import queue
+import threading
 import time
-from typing import Any, Collection, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Dict, List, Optional, Sequence, Set
 
 from ._protocol import OVERFLOW_ERROR
 from .events import SessionEvent, SessionEventType
 
+if TYPE_CHECKING:  # the loop's idea of what it wakes at the end of a round
+    from ._ioloop import Waker
+
 __all__ = ["SubscriberQueue", "Ended", "SLICE"]
 
-#: Longest single wait in a caller's thread. Waits are cut into slices of at most
+#: Longest single wait on the main thread. Waits there are cut into slices of at most
 #: this length so that Ctrl-C gets through on every platform (on Windows an untimed
-#: lock wait cannot be interrupted).
+#: lock wait cannot be interrupted, and ``_thread.interrupt_main`` interrupts no wait
+#: anywhere). Other threads never get KeyboardInterrupt, so they sleep until woken:
+#: a thousand web-server threads idle in ``listen()`` would otherwise wake four
+#: thousand times a second for nothing.
 SLICE = 0.25
 
 
@@ -122,9 +129,14 @@ class SubscriberQueue(queue.Queue):  # type: ignore[type-arg]
                 self.not_empty.notify()
             return True
 
-    def offer_many(self, events: Sequence[SessionEvent]) -> int:
+    def offer_many(
+        self, events: Sequence[SessionEvent], wakes: Optional[Set[Waker]] = None
+    ) -> int:
         """:meth:`offer` each event, in order, under one lock and with at most one
-        wake-up; return how many were dropped (all of them once closed)."""
+        wake-up; return how many were dropped (all of them once closed).
+
+        With ``wakes`` (the I/O thread's set for its current round), the wake-up is
+        left to whoever calls :meth:`wake` on the set's members later."""
         if self.types is not None:
             types = self.types
             events = [event for event in events if event.type in types]
@@ -146,8 +158,17 @@ class SubscriberQueue(queue.Queue):  # type: ignore[type-arg]
                     dropped += 1
                     self._drop_locked(event)
             if self._sleepers or dropped:
-                self.not_empty.notify()
+                if wakes is None:
+                    self.not_empty.notify()
+                else:
+                    wakes.add(self)
             return dropped
+
+    def wake(self) -> None:
+        """Wake the consumer if it is waiting (a wake-up :meth:`offer_many` deferred)."""
+        with self.mutex:
+            if self._sleepers:
+                self.not_empty.notify()
 
     def _drop_locked(self, event: SessionEvent) -> bool:
         """Count a dropped event into the trailing overflow marker, adding one if the
@@ -181,22 +202,24 @@ class SubscriberQueue(queue.Queue):  # type: ignore[type-arg]
     def wait(self, deadline: Optional[float], *, sliced: bool = True) -> None:
         """Block until something is queued (an event or the end marker), taking
         nothing; raise ``queue.Empty`` when ``deadline`` passes. ``sliced`` wakes up
-        every ``SLICE`` so that Ctrl-C is seen promptly on every platform; the
+        every ``SLICE`` on the main thread so that Ctrl-C is seen promptly; the
         library's background threads pass ``False``."""
         with self.mutex:
             items = self.queue
             if items:
                 return
+            main = threading.current_thread() is threading.main_thread()
+            piece = SLICE if sliced and main else None
             self._sleepers += 1
             try:
                 while not items:
                     if deadline is None:
-                        self.not_empty.wait(SLICE if sliced else None)
+                        self.not_empty.wait(piece)
                         continue
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise queue.Empty
-                    self.not_empty.wait(min(SLICE, remaining) if sliced else remaining)
+                    self.not_empty.wait(remaining if piece is None else min(piece, remaining))
             finally:
                 self._sleepers -= 1
 

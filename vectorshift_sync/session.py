@@ -44,6 +44,7 @@ from typing import (
     Generator,
     List,
     Optional,
+    Set,
     Type,
     TypeVar,
     Union,
@@ -55,6 +56,7 @@ from ._config import resolve_api_key, ws_session_url
 from ._connection import Connection, ConnectionSink, TransportClosed, open_socket
 from ._deadline import Deadline
 from ._fanout import FanOut, Listener, event_type_set
+from ._ioloop import Waker
 from ._protocol import Content, FileLike, SendManyItem, UserSessionMessage
 from ._reconnect import Reconnector
 from ._recovery import (
@@ -153,7 +155,7 @@ class _Sink(ConnectionSink):
     def connection_messages(self, connection: Connection, messages: List[bytes]) -> None:
         session = self._session()
         if session is not None and session._connection is connection:
-            session._on_messages(messages)
+            session._on_messages(messages, connection.loop.round_wakes)
 
     def connection_ended(self, connection: Connection, ending: TransportClosed) -> None:
         session = self._session()
@@ -758,8 +760,10 @@ class Session:
 
     # --- internals: on the I/O thread ---------------------------------------------------
 
-    def _on_messages(self, raws: List[bytes]) -> None:
-        """Parse one read's worth of frames, then route them under one lock hold."""
+    def _on_messages(self, raws: List[bytes], wakes: Optional[Set[Waker]]) -> None:
+        """Parse one read's worth of frames, then route them under one lock hold.
+
+        ``wakes``: the I/O loop's set of consumers to wake at the end of its round."""
         parsed: List[proto.Parsed] = []
         for raw in raws:
             try:
@@ -780,13 +784,15 @@ class Session:
                         batch.append(item.event)
                     continue
                 if batch:  # keep the order: what came before the reply goes first
-                    self._publish_locked(batch)
+                    self._publish_locked(batch, wakes)
                     batch = []
-                self._route_locked(item)
+                self._route_locked(item, wakes)
             if batch:
-                self._publish_locked(batch)
+                self._publish_locked(batch, wakes)
 
-    def _route_locked(self, parsed: proto.Parsed) -> None:
+    def _route_locked(
+        self, parsed: proto.Parsed, wakes: Optional[Set[Waker]] = None
+    ) -> None:
         # Called with self._lock held.
         reply, event = parsed.reply, parsed.event
         private = False
@@ -808,12 +814,14 @@ class Session:
                 data = dict(event.data)
                 data.update(reconnected=True, attempts=self._reconnect_attempts)
                 event = SessionEvent(event.type, event.session_id, event.message_id, data)
-                self._publish_locked([event])
+                self._publish_locked([event], wakes)
                 self._held = []  # until _reconcile has read the history
                 return
-            self._publish_locked([event])
+            self._publish_locked([event], wakes)
 
-    def _publish_locked(self, events: List[SessionEvent]) -> None:
+    def _publish_locked(
+        self, events: List[SessionEvent], wakes: Optional[Set[Waker]] = None
+    ) -> None:
         # Called with self._lock held; offers never block and run no user code.
         if self._held is not None:  # reconciling after a reconnect: keep the order
             self._held.extend(events)
@@ -827,7 +835,7 @@ class Session:
                 self._history_known = True
                 if event.type is SessionEventType.MESSAGE_COMPLETE:
                     self._delivered.add(message_id)
-        self._fanout.publish_locked(events)
+        self._fanout.publish_locked(events, wakes)
 
     def _release_held_locked(self, recovered: List[SessionEvent]) -> None:
         """Publish what a reconnect recovered from the history, then what was held."""
