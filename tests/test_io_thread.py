@@ -26,7 +26,8 @@ from websockets.frames import Frame, Opcode
 from vectorshift_sync import SessionEvent, SessionEventType, set_worker_limits
 from vectorshift_sync._connection import Connection, ConnectionSink, TransportClosed
 from vectorshift_sync._ioloop import Handler, IOLoop
-from vectorshift_sync._pool import callback_pool
+from vectorshift_sync._pool import WorkerPool, callback_pool
+from vectorshift_sync.errors import SessionConnectionError
 from vectorshift_sync.session import ReconnectPolicy, Session
 from vectorshift_sync.testing import LocalEngine, TurnContext
 
@@ -586,3 +587,78 @@ def test_consumers_are_woken_once_per_round_after_every_ready_socket_is_read() -
         for a, b in pairs:
             a.close()
             b.close()
+
+
+def _failing_start(names: str, failures: List[str], limit: threading.Event) -> Any:
+    """``Thread.start`` that fails, as at the process's thread limit, for threads
+    whose name starts with ``names`` while ``limit`` is set."""
+    real_start = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        if limit.is_set() and self.name.startswith(names):
+            failures.append(self.name)
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    return start
+
+
+def test_connect_fails_clearly_when_the_io_thread_cannot_start(
+    engine: LocalEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = engine.add_agent("Paced", turn=_paced)
+    failures: List[str] = []
+    limit = threading.Event()
+    limit.set()
+    start = _failing_start("vectorshift-io", failures, limit)
+    monkeypatch.setattr(threading.Thread, "start", start)
+    session = Session(owner_type="agent", owner_id=agent)
+    with pytest.raises(SessionConnectionError, match="could not start the I/O thread"):
+        session.connect()
+    assert failures == ["vectorshift-io"]
+    limit.clear()  # the limit is lifted: the next connect works
+    with session:
+        assert session.ask("hi", timeout=scaled(10)).text.startswith("abcdefgh")
+
+
+def test_a_pool_worker_that_cannot_start_is_not_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = WorkerPool("vectorshift-test-pool", 2)
+    ran: List[int] = []
+    done = threading.Event()
+    failures: List[str] = []
+    limit = threading.Event()
+    limit.set()
+    start = _failing_start("vectorshift-test", failures, limit)
+    monkeypatch.setattr(threading.Thread, "start", start)
+    pool.submit(lambda: ran.append(1))
+    assert failures and pool.threads == 0  # no phantom worker the job would wait on
+    limit.clear()
+    pool.submit(lambda: (ran.append(2), done.set()))
+    assert done.wait(scaled(5))
+    assert ran == [1, 2]  # the first job waited for a worker and ran first
+
+
+def test_a_connection_that_ends_at_once_leaves_no_timer_behind() -> None:
+    # The peer is gone before the connection is handed over: the I/O thread reads the
+    # EOF as soon as it registers the socket. No keepalive timer may outlive that.
+    loop = IOLoop()
+    ours, theirs = socket.socketpair()
+    theirs.close()
+    sink = _Collect()
+    connection = _make(ours, sink, loop=loop)
+    real_call_later = loop.call_later
+
+    def late_call_later(delay: float, callback: Any) -> Any:
+        # The caller's thread is descheduled here for a moment: if the socket was
+        # already handed over, the I/O thread ends the connection meanwhile.
+        connection.finished.wait(0.5)
+        return real_call_later(delay, callback)
+
+    loop.call_later = late_call_later  # type: ignore[method-assign]
+    connection.start()
+    loop.call_later = real_call_later  # type: ignore[method-assign]
+    assert connection.finished.wait(scaled(5))
+    thread = loop._thread
+    if thread is not None:
+        thread.join(scaled(2))  # nothing registered, no timer: the thread ends at once
+        assert not thread.is_alive(), "a timer of an ended connection kept the I/O thread"

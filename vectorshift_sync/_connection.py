@@ -332,10 +332,22 @@ class Connection(Handler):
         now = time.monotonic()
         self.last_data = now
         self._next_ping = now + self._ping_interval
-        self._loop.add(self)
-        self._timer = self._loop.call_later(
-            min(self._ping_interval, self._idle_timeout), self._on_tick
-        )
+        # The timer first: once added, the I/O thread may read an EOF and end the
+        # connection at once, cancelling whatever timer it finds then (a timer made
+        # after that would keep the loop's thread alive for a dead connection).
+        try:
+            self._timer = self._loop.call_later(
+                min(self._ping_interval, self._idle_timeout), self._on_tick
+            )
+            self._loop.add(self)
+        except BaseException:  # no I/O thread could start: this connection never ran
+            timer, self._timer = self._timer, None
+            if timer is not None:
+                timer.cancel()
+            self._aborted = True
+            self._sock.close()
+            self.finished.set()
+            raise
 
     # --- sending (callers' threads) --------------------------------------------------
 

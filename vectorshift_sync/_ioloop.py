@@ -120,10 +120,15 @@ class IOLoop:
             earliest = self._timers[0][0] if self._timers else None
             heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
             self._live_timers += 1
-            if not self.on_loop_thread and (earliest is None or timer.when < earliest):
-                self._wake_locked()
-            elif self._thread is None:
-                self._start_locked()
+            try:
+                if not self.on_loop_thread and (earliest is None or timer.when < earliest):
+                    self._wake_locked()
+                elif self._thread is None:
+                    self._start_locked()
+            except BaseException:  # no thread to run it: the timer was never armed
+                timer._state = 2
+                self._live_timers -= 1
+                raise
         return timer
 
     def add(self, handler: Handler) -> None:
@@ -172,15 +177,29 @@ class IOLoop:
                 pass
 
     def _start_locked(self) -> None:
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
-        self._thread = thread
-        self._woken = False
-        thread.start()
+        """Start the thread; on failure (no descriptors, no threads left) raise
+        :class:`SessionConnectionError` and leave the loop as if never started, so
+        the caller's ``connect()`` fails instead of waiting on a loop that never runs."""
+        try:
+            self._selector = selectors.DefaultSelector()
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
+            self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+            thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
+            self._thread = thread
+            self._woken = False
+            thread.start()
+        except (OSError, RuntimeError) as exc:
+            self._thread = None
+            self._calls.clear()
+            self._close_resources()
+            from .errors import SessionConnectionError
+
+            raise SessionConnectionError(
+                f"could not start the I/O thread ({exc}); the process is out of threads "
+                "or file descriptors: close other sessions or raise the limits"
+            ) from exc
 
     # --- the I/O thread -----------------------------------------------------------
 

@@ -73,11 +73,17 @@ class WorkerPool:
 
     def _start_locked(self) -> None:
         self._serial += 1
-        self._threads += 1
         thread = threading.Thread(
             target=self._work_loop, name=f"{self.name}-{self._serial}", daemon=True
         )
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as exc:  # "can't start new thread": the process's limit
+            # Count no phantom worker (the pool would wait on it for ever): the job
+            # stays queued for a worker alive now or started by the next submit().
+            logger.error("%s could not start a worker (%s); the job waits", self.name, exc)
+            return
+        self._threads += 1
 
     def _work_loop(self) -> None:
         while True:

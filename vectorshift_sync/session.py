@@ -367,9 +367,9 @@ class Session:
                 )
             deadline = Deadline(self._connect_timeout)
             sock = self._dial(key, self._connect_timeout)
-            self._attach(sock, _State.CONNECTING)
             resumed = bool(self._session_id)
             try:
+                self._attach(sock, _State.CONNECTING)
                 if resumed:
                     self._handshake("connect_session", deadline)
                 else:
