@@ -155,7 +155,13 @@ class _Sink(ConnectionSink):
     def connection_messages(self, connection: Connection, messages: List[bytes]) -> None:
         session = self._session()
         if session is not None and session._connection is connection:
-            session._on_messages(messages, connection.loop.round_wakes)
+            # Checked again under the session's lock: the connection may be replaced
+            # or dropped between this check and the routing.
+            session._reading = connection
+            try:
+                session._on_messages(messages, connection.loop.round_wakes)
+            finally:
+                session._reading = None
 
     def connection_ended(self, connection: Connection, ending: TransportClosed) -> None:
         session = self._session()
@@ -278,6 +284,7 @@ class Session:
         self._terminated = False
         self._lost_reason: Optional[str] = None
         self._connection: Optional[Connection] = None
+        self._reading: Optional[Connection] = None  # whose frames the I/O thread routes now
         self._sink = _Sink(self)
         self._replies = ReplyDesk()
         self._fanout = FanOut(self._lock, backlog)
@@ -303,7 +310,9 @@ class Session:
         self._history_known = True  # False while a resumed session has seen nothing
         # Between a reconnect's acknowledgement and the end of its look at the
         # history, live events wait here: the turn's live Idle must not overtake the
-        # reply it ends, which completed while the link was down.
+        # reply it ends, which completed while the link was down. Set only when the
+        # current attempt's handshake got its ack; released by _reconcile, and reset
+        # whenever a connection ends or is attached and when the session gives up.
         self._held: Optional[List[SessionEvent]] = None
         self._turn_line = TurnLine()  # where a turn left before its end is read to its end
 
@@ -723,6 +732,7 @@ class Session:
             if state is _State.RECONNECTING and self._state is not _State.RECONNECTING:
                 sock.close()  # closed while the attempt dialled
                 raise SessionDisconnectedError("the session was closed while reconnecting")
+            self._release_held_locked([])  # nothing held may outlive its connection
             self._connection = connection
             self._set_state(state)
             self._pid = os.getpid()
@@ -777,6 +787,9 @@ class Session:
         if not parsed:
             return
         with self._lock:
+            connection = self._reading
+            if connection is None or connection is not self._connection:
+                return  # read from a connection the session has since let go of
             batch: List[SessionEvent] = []
             for item in parsed:
                 if item.reply is None:
@@ -795,12 +808,13 @@ class Session:
     ) -> None:
         # Called with self._lock held.
         reply, event = parsed.reply, parsed.event
-        private = False
+        private = delivered = False
         if reply is not None:
             # History is never an event. Replies carry no request id, so a reply
             # to a call that timed out answers the next call, if any.
             private = reply.request_type == "get_messages"
-            if self._replies.deliver_locked(reply):
+            delivered = self._replies.deliver_locked(reply)
+            if delivered:
                 # A refusal the waiting call turns into an exception (or a give-up
                 # event) is not also an ERROR for listeners.
                 private = private or not reply.ok
@@ -808,6 +822,7 @@ class Session:
             if (
                 self._state is _State.RECONNECTING
                 and event.type is SessionEventType.SESSION_CONNECTED
+                and delivered  # to this attempt's handshake: a late ack holds nothing
                 and reply is not None
                 and reply.ok
             ):
@@ -886,6 +901,7 @@ class Session:
 
     def _give_up_locked(self, reason: str) -> None:
         # Called with self._lock held: the session is over; tell everyone, then end.
+        self._release_held_locked([])  # what came before the end goes first
         self._set_state(_State.CLOSED)
         self._lost_reason = reason
         error = self._announce_loss_locked(reason, reconnecting=False)
