@@ -9,7 +9,8 @@ patches a socket.
 from __future__ import annotations
 
 import json
-from typing import Any, List
+import threading
+from typing import Any, Dict, List
 
 import pytest
 from conftest import scaled
@@ -57,5 +58,54 @@ def test_a_late_handshake_ack_does_not_hold_back_every_later_event(engine: Local
         engine.faults.reset()
         session.connect()
         assert session.ask("still there?", timeout=scaled(5)).text == "hi"
+    finally:
+        session.disconnect()
+
+
+def _status(session_id: str, marker: str) -> Dict[str, Any]:
+    return {
+        "type": "participant_status",
+        "session_id": session_id,
+        "message": {"status": "Processing", "marker": marker},
+    }
+
+
+def test_events_read_while_disconnecting_are_not_replayed_after_the_next_connect(
+    engine: LocalEngine,
+) -> None:
+    agent = engine.add_agent("Echo", turn=lambda ctx: ctx.complete("hi"))
+    session = Session(owner_type="agent", owner_id=agent, reconnect=False).connect()
+    try:
+        sid = session.session_id
+        assert sid
+        route = session._on_messages
+        routed = threading.Event()
+
+        def noting(raws: List[bytes], wakes: Any) -> None:
+            route(raws, wakes)
+            routed.set()
+
+        session._on_messages = noting  # type: ignore[method-assign]
+        connection = session._connection
+        assert connection is not None
+        send_close = connection.send_close
+
+        def an_event_first(*args: Any, **kwargs: Any) -> None:
+            # disconnect() has begun: the engine's frame is read during the close.
+            routed.clear()
+            assert engine.send_raw(_status(sid, "during the close"), session_id=sid) == 1
+            assert routed.wait(scaled(5))
+            send_close(*args, **kwargs)
+
+        connection.send_close = an_event_first  # type: ignore[method-assign]
+        session.disconnect()
+        session.connect()
+        listener = session.listen(timeout=scaled(5))
+        assert engine.send_raw(_status(sid, "after the connect"), session_id=sid) == 1
+        # The backlog still keeps what came before the first listen() of the live
+        # session (its own SESSION_CONNECTED), and nothing of the last one.
+        first, second = next(listener), next(listener)
+        assert first.type is E.SESSION_CONNECTED, first
+        assert second.data.get("marker") == "after the connect", second
     finally:
         session.disconnect()

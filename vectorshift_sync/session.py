@@ -21,7 +21,9 @@ Delivery model
 Every :meth:`Session.listen` iterator has its own queue, registered when
 ``listen()`` is called. Events that arrive while no iterator is open are kept in a
 bounded backlog and handed to the next ``listen()``; ``send()`` starts a new turn and
-clears it, so an earlier turn is never replayed into a later one. A full bounded
+clears it, so an earlier turn is never replayed into a later one. ``disconnect()``
+clears it too, and what is read while closing is dropped, so nothing of one
+``connect()`` is replayed into the next. A full bounded
 queue drops the offending event and hands its consumer an ``ERROR`` event with
 ``data["error"] == "subscriber queue overflow"`` before anything that came later.
 ``get_messages()`` is answered privately and never appears in ``listen()``.
@@ -790,6 +792,10 @@ class Session:
             connection = self._reading
             if connection is None or connection is not self._connection:
                 return  # read from a connection the session has since let go of
+            if self._state not in _ACTIVE:
+                # Read during disconnect(): its listeners are ended and its backlog
+                # cleared; kept now, it would greet the next connect()'s listen().
+                return
             batch: List[SessionEvent] = []
             for item in parsed:
                 if item.reply is None:
