@@ -16,7 +16,7 @@ import pytest
 from conftest import scaled
 
 from vectorshift_sync import SessionEventType
-from vectorshift_sync.session import ReconnectPolicy, Session
+from vectorshift_sync.session import ReconnectAttempt, ReconnectPolicy, Session
 from vectorshift_sync.testing import LocalEngine
 
 E = SessionEventType
@@ -93,7 +93,8 @@ def test_events_read_while_disconnecting_are_not_replayed_after_the_next_connect
         def an_event_first(*args: Any, **kwargs: Any) -> None:
             # disconnect() has begun: the engine's frame is read during the close.
             routed.clear()
-            assert engine.send_raw(_status(sid, "during the close"), session_id=sid) == 1
+            # (the engine may have detached it from the session on disconnect_session)
+            assert engine.send_raw(_status(sid, "during the close")) == 1
             assert routed.wait(scaled(5))
             send_close(*args, **kwargs)
 
@@ -108,4 +109,64 @@ def test_events_read_while_disconnecting_are_not_replayed_after_the_next_connect
         assert first.type is E.SESSION_CONNECTED, first
         assert second.data.get("marker") == "after the connect", second
     finally:
+        session.disconnect()
+
+
+def test_a_reconnect_attempt_that_outlives_disconnect_never_attaches_to_a_later_life(
+    engine: LocalEngine,
+) -> None:
+    # An attempt is still dialling when disconnect() gives up waiting for it; the
+    # session is connected again and drops again, so it is RECONNECTING once more
+    # when the old attempt's dial returns. That attempt belongs to a finished cycle:
+    # it must close its socket and leave the new cycle alone.
+    agent = engine.add_agent("Echo", turn=lambda ctx: ctx.complete("hi"))
+    stale_dialling, release_stale = threading.Event(), threading.Event()
+    second_cycle, cycle_waiting = threading.Event(), threading.Event()
+    release_cycle = threading.Event()
+
+    def hold_the_second_cycle(attempt: ReconnectAttempt) -> None:
+        if second_cycle.is_set() and not cycle_waiting.is_set():
+            cycle_waiting.set()
+            assert release_cycle.wait(scaled(10))
+
+    policy = ReconnectPolicy(max_attempts=20, max_time=scaled(10.0), base_delay=0.02)
+    session = Session(
+        owner_type="agent",
+        owner_id=agent,
+        reconnect=policy,
+        on_reconnect=hold_the_second_cycle,
+        close_timeout=scaled(0.3),
+    )
+    dial = session._dial
+
+    def hold_the_first_attempt(key: str, timeout: float) -> Any:
+        if threading.current_thread().name.startswith("vectorshift-reconnect"):
+            if not stale_dialling.is_set():
+                stale_dialling.set()
+                assert release_stale.wait(scaled(10))
+        return dial(key, timeout)
+
+    session._dial = hold_the_first_attempt  # type: ignore[method-assign]
+    session.connect()
+    try:
+        engine.drop_connections()
+        assert stale_dialling.wait(scaled(5))
+        session.disconnect()  # the attempt is still dialling
+        session.connect()
+        listener = session.listen(timeout=scaled(5))
+        second_cycle.set()
+        engine.drop_connections()
+        assert cycle_waiting.wait(scaled(5))  # the new cycle is reconnecting
+        since = len(engine.received())
+        release_stale.set()
+        with pytest.raises(TimeoutError):  # the old attempt says nothing to the engine
+            engine.wait_for_frame("connect_session", since=since, timeout=scaled(1))
+        release_cycle.set()
+        assert engine.wait_for_frame("connect_session", since=since, timeout=scaled(5))
+        assert any(e.data.get("reconnected") for e in listener if e.type is E.SESSION_CONNECTED)
+        assert session.ask("still there?", timeout=scaled(5)).text == "hi"
+        assert len(engine.sessions[session.session_id or ""].connections) == 1
+    finally:
+        release_stale.set()
+        release_cycle.set()
         session.disconnect()

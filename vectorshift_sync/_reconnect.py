@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from functools import partial
 from typing import Callable, Optional
 
 from ._ioloop import Timer, io_loop
@@ -32,9 +33,15 @@ logger = logging.getLogger(__name__)
 class Reconnector:
     """One session's reconnect attempts.
 
-    ``attach(timeout, attempt)`` dials and re-attaches (raising on failure),
-    ``reconcile()`` delivers what was missed, ``give_up(reason)`` ends the session;
-    all three run on a reconnect pool thread.
+    ``attach(timeout, attempt, generation)`` dials and re-attaches (raising on
+    failure), ``reconcile()`` delivers what was missed, ``give_up(reason,
+    generation)`` ends the session; all three run on a reconnect pool thread.
+
+    Each :meth:`start` begins a cycle with the session's ``generation`` number, and
+    every job carries the number of its cycle: a job of an earlier cycle (one that
+    outlived :meth:`stop`'s bounded wait) stops at its next step, and the session
+    refuses its ``attach``/``give_up`` under its lock, so it never touches a later
+    cycle or a later ``connect()``.
     """
 
     def __init__(
@@ -44,9 +51,9 @@ class Reconnector:
         *,
         connect_timeout: float,
         session_id: Callable[[], str],
-        attach: Callable[[float, int], None],
+        attach: Callable[[float, int, int], None],
         reconcile: Callable[[], None],
-        give_up: Callable[[str], None],
+        give_up: Callable[[str, int], None],
     ) -> None:
         self._policy = policy
         self._hook = hook
@@ -59,20 +66,23 @@ class Reconnector:
         self._idle = threading.Event()
         self._idle.set()
         self._timer: Optional[Timer] = None
+        self._generation = 0  # the current cycle's
         self._attempt = 0
         self._started = 0.0
         self._reason = ""
         self._last_error: Optional[BaseException] = None  # its Retry-After is honoured
 
-    def start(self, reason: str) -> None:
-        """Begin after a drop (I/O thread): the first attempt is queued at once."""
+    def start(self, reason: str, generation: int) -> None:
+        """Begin cycle ``generation`` after a drop (I/O thread): the first attempt is
+        queued at once."""
+        self._generation = generation
         self._stop.clear()
         self._idle.clear()
         self._attempt = 0
         self._started = time.monotonic()
         self._reason = reason
         self._last_error = None
-        reconnect_pool().submit(self._prepare)
+        reconnect_pool().submit(partial(self._prepare, generation))
 
     def stop(self, timeout: float) -> None:
         """No more attempts; wait up to ``timeout`` for one in progress (any thread
@@ -83,10 +93,13 @@ class Reconnector:
             timer.cancel()
         self._idle.wait(timeout)
 
-    def _prepare(self) -> None:
+    def _stopped(self, generation: int) -> bool:
+        return self._stop.is_set() or generation != self._generation
+
+    def _prepare(self, generation: int) -> None:
         """Decide on the next attempt and wait for its back-off (a pool thread)."""
         while True:
-            if self._stop.is_set():
+            if self._stopped(generation):
                 self._idle.set()
                 return
             self._attempt += 1
@@ -94,7 +107,8 @@ class Reconnector:
             elapsed = time.monotonic() - self._started
             if attempt > policy.max_attempts or elapsed >= policy.max_time:
                 self._finish_with(
-                    f"{self._reason}; gave up after {attempt - 1} attempts in {elapsed:.1f}s"
+                    f"{self._reason}; gave up after {attempt - 1} attempts in {elapsed:.1f}s",
+                    generation,
                 )
                 return
             if self._hook is not None:
@@ -105,61 +119,63 @@ class Reconnector:
                     logger.exception("on_reconnect hook failed; giving up")
                     verdict = False
                 if verdict is False:
-                    self._finish_with(f"{self._reason}; reconnecting stopped by on_reconnect")
+                    self._finish_with(
+                        f"{self._reason}; reconnecting stopped by on_reconnect", generation
+                    )
                     return
             pause = next_pause(policy, attempt, self._last_error)
             pause = min(pause, max(0.0, policy.max_time - elapsed))
             if pause > 0:
                 # Wait on the I/O thread's timer heap, not on this worker.
                 self._idle.set()
-                self._timer = io_loop().call_later(pause, self._after_pause)
-                if self._stop.is_set():
+                self._timer = io_loop().call_later(pause, partial(self._after_pause, generation))
+                if self._stopped(generation):
                     self._timer.cancel()
                 return
-            if not self._try():
+            if not self._try(generation):
                 return
 
-    def _after_pause(self) -> None:
+    def _after_pause(self, generation: int) -> None:
         # On the I/O thread: hand the attempt back to the pool.
-        if self._stop.is_set():
+        if self._stopped(generation):
             return
         self._idle.clear()
-        reconnect_pool().submit(self._resume)
+        reconnect_pool().submit(partial(self._resume, generation))
 
-    def _resume(self) -> None:
-        if self._try():
-            self._prepare()
+    def _resume(self, generation: int) -> None:
+        if self._try(generation):
+            self._prepare(generation)
 
-    def _try(self) -> bool:
+    def _try(self, generation: int) -> bool:
         """One attempt; True when another should follow."""
-        if self._stop.is_set():
+        if self._stopped(generation):
             self._idle.set()
             return False
         remaining = self._policy.max_time - (time.monotonic() - self._started)
         if remaining <= 0:
             return True  # _prepare reports the budget spent
         try:
-            self._attach(min(self._connect_timeout, remaining), self._attempt)
+            self._attach(min(self._connect_timeout, remaining), self._attempt, generation)
         except Exception as exc:
-            if self._stop.is_set():
+            if self._stopped(generation):
                 self._idle.set()
                 return False
             self._reason = str(exc)
             self._last_error = exc
             logger.info("reconnect attempt %d failed: %s", self._attempt, exc)
             if not is_recoverable(exc):
-                self._finish_with(self._reason)
+                self._finish_with(self._reason, generation)
                 return False
             return True
         try:
-            if not self._stop.is_set():
+            if not self._stopped(generation):
                 self._reconcile()
         finally:
             self._idle.set()
         return False
 
-    def _finish_with(self, reason: str) -> None:
+    def _finish_with(self, reason: str, generation: int) -> None:
         try:
-            self._give_up(reason)
+            self._give_up(reason, generation)
         finally:
             self._idle.set()

@@ -306,6 +306,10 @@ class Session:
         self._unknown_kinds: set[str] = set()
         self._opened = threading.Event()  # set exactly while the state is OPEN
         self._reconnect_attempts = 0
+        # Which reconnect cycle may attach: bumped under the lock when a cycle starts,
+        # when the session closes and when it gives up. An attempt of an older cycle
+        # (still dialling when disconnect() stopped waiting for it) is refused.
+        self._generation = 0
         # What the client has seen, to find replies it missed while reconnecting.
         self._delivered: set[str] = set()
         self._last_seen: Optional[str] = None
@@ -720,8 +724,11 @@ class Session:
             ws_session_url(), key, timeout=timeout, sslopt=self._sslopt, proxy=self._proxy
         )
 
-    def _attach(self, sock: socket.socket, state: _State) -> Connection:
-        """Hand a dialled socket to the I/O thread as this session's connection."""
+    def _attach(
+        self, sock: socket.socket, state: _State, generation: Optional[int] = None
+    ) -> Connection:
+        """Hand a dialled socket to the I/O thread as this session's connection
+        (a reconnect attempt passes its cycle's ``generation``)."""
         connection = Connection(
             sock,
             self._sink,
@@ -731,8 +738,10 @@ class Session:
             idle_timeout=self._idle_timeout,
         )
         with self._lock:
-            if state is _State.RECONNECTING and self._state is not _State.RECONNECTING:
-                sock.close()  # closed while the attempt dialled
+            if state is _State.RECONNECTING and (
+                self._state is not _State.RECONNECTING or generation != self._generation
+            ):
+                sock.close()  # closed (and maybe connected again) while it dialled
                 raise SessionDisconnectedError("the session was closed while reconnecting")
             self._release_held_locked([])  # nothing held may outlive its connection
             self._connection = connection
@@ -884,7 +893,8 @@ class Session:
             if self._state is _State.OPEN and self._reconnector is not None:
                 self._set_state(_State.RECONNECTING)
                 self._announce_loss_locked(reason, reconnecting=True)
-                self._reconnector.start(reason)
+                self._generation += 1
+                self._reconnector.start(reason, self._generation)
             else:
                 self._give_up_locked(reason)
 
@@ -908,6 +918,7 @@ class Session:
     def _give_up_locked(self, reason: str) -> None:
         # Called with self._lock held: the session is over; tell everyone, then end.
         self._release_held_locked([])  # what came before the end goes first
+        self._generation += 1  # no attempt of the ended cycle may attach now
         self._set_state(_State.CLOSED)
         self._lost_reason = reason
         error = self._announce_loss_locked(reason, reconnecting=False)
@@ -917,7 +928,7 @@ class Session:
 
     # --- internals: reconnecting (on a reconnect pool thread) ---------------------------
 
-    def _reattach(self, timeout: float, attempt: int) -> None:
+    def _reattach(self, timeout: float, attempt: int, generation: int) -> None:
         key = resolve_api_key(self.__api_key)
         if not key:
             raise SessionError("no API key configured any more; cannot reconnect")
@@ -925,7 +936,7 @@ class Session:
         sock = self._dial(key, timeout)
         with self._lock:
             self._reconnect_attempts = attempt
-        connection = self._attach(sock, _State.RECONNECTING)
+        connection = self._attach(sock, _State.RECONNECTING, generation)
         try:
             self._handshake("connect_session", deadline)
         except BaseException:
@@ -950,9 +961,9 @@ class Session:
         connection.abort()
         connection.finished.wait(self._close_timeout)
 
-    def _reconnect_failed(self, reason: str) -> None:
+    def _reconnect_failed(self, reason: str, generation: int) -> None:
         with self._lock:
-            if self._state is not _State.RECONNECTING:
+            if self._state is not _State.RECONNECTING or generation != self._generation:
                 return
             logger.warning("session %s gave up reconnecting: %s", self._session_id, reason)
             self._give_up_locked(reason)
@@ -1082,6 +1093,7 @@ class Session:
         if reconnector is not None:
             reconnector.stop(self._close_timeout)
         with self._lock:
+            self._generation += 1  # no attempt still under way may attach now
             connection = self._connection
             if connection is None and self._state in (_State.NEW, _State.CLOSED):
                 self._fanout.end_locked(None)
