@@ -170,3 +170,21 @@ def test_a_reconnect_attempt_that_outlives_disconnect_never_attaches_to_a_later_
         release_stale.set()
         release_cycle.set()
         session.disconnect()
+
+
+def test_a_failure_while_recovering_history_still_releases_the_held_events(
+    engine: LocalEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vectorshift_sync.session as session_module
+
+    def broken(*args: Any) -> List[Any]:
+        raise RuntimeError("a bug while reading the history")
+
+    monkeypatch.setattr(session_module, "missed_replies", broken)
+    agent = engine.add_agent("Echo", turn=lambda ctx: ctx.complete("hi"))
+    policy = ReconnectPolicy(max_attempts=20, max_time=scaled(5.0), base_delay=0.02)
+    with Session(owner_type="agent", owner_id=agent, reconnect=policy) as session:
+        listener = session.listen(timeout=scaled(5))
+        engine.drop_connections()
+        assert any(e.data.get("reconnected") for e in listener if e.type is E.SESSION_CONNECTED)
+        assert session.ask("still there?", timeout=scaled(5)).text == "hi"

@@ -970,23 +970,30 @@ class Session:
 
     def _reconcile(self) -> None:
         """Deliver the agent replies that completed while the link was down, before
-        the live events that came after the reconnect (a reconnect pool thread)."""
-        with self._lock:
-            known = self._history_known
-            delivered, last_seen = set(self._delivered), self._last_seen
-        history: Optional[List[SessionMessage]] = None
-        if known:
-            try:
-                history = self.get_messages()
-            except Exception as exc:
-                logger.warning("could not reconcile history after reconnecting: %s", exc)
+        the live events that came after the reconnect (a reconnect pool thread).
+
+        Whatever happens here, the held events are released: an exception must not
+        leave every later event held back."""
         events: List[SessionEvent] = []
-        if history is not None:
-            events = missed_replies(history, delivered, last_seen, self._session_id or "")
-        with self._lock:
-            delivered = self._delivered
-            fresh = [e for e in events if e.message_id is None or e.message_id not in delivered]
-            self._release_held_locked(fresh)
+        try:
+            with self._lock:
+                known = self._history_known
+                delivered, last_seen = set(self._delivered), self._last_seen
+            history: Optional[List[SessionMessage]] = None
+            if known:
+                try:
+                    history = self.get_messages()
+                except Exception as exc:
+                    logger.warning("could not reconcile history after reconnecting: %s", exc)
+            if history is not None:
+                events = missed_replies(history, delivered, last_seen, self._session_id or "")
+        finally:
+            with self._lock:
+                delivered = self._delivered
+                fresh = [
+                    e for e in events if e.message_id is None or e.message_id not in delivered
+                ]
+                self._release_held_locked(fresh)
         if events:
             logger.info("recovered %d missed event(s) from history", len(events))
 
