@@ -188,3 +188,36 @@ def test_a_failure_while_recovering_history_still_releases_the_held_events(
         engine.drop_connections()
         assert any(e.data.get("reconnected") for e in listener if e.type is E.SESSION_CONNECTED)
         assert session.ask("still there?", timeout=scaled(5)).text == "hi"
+
+
+def test_callbacks_run_one_at_a_time_across_connections(engine: LocalEngine) -> None:
+    # A callback is still running when disconnect() stops waiting for it; the
+    # session's next connection must not run its callbacks alongside it.
+    agent = engine.add_agent("Echo", turn=lambda ctx: ctx.complete("hi"))
+    session = Session(owner_type="agent", owner_id=agent, close_timeout=scaled(0.3))
+    seen: List[str] = []
+    first_running, second_running, release = threading.Event(), threading.Event(), threading.Event()
+
+    def on_connected(event: Any) -> None:
+        if not first_running.is_set():
+            first_running.set()
+            seen.append("first starts")
+            release.wait(scaled(10))
+            seen.append("first ends")
+        else:
+            seen.append("second starts")
+            second_running.set()
+
+    session.on(E.SESSION_CONNECTED, on_connected)
+    try:
+        session.connect()
+        assert first_running.wait(scaled(5))
+        session.disconnect()  # gives up waiting for the first callback
+        session.connect()
+        assert not second_running.wait(scaled(0.5)), seen
+        release.set()
+        assert second_running.wait(scaled(5))
+        assert seen == ["first starts", "first ends", "second starts"]
+    finally:
+        release.set()
+        session.disconnect()

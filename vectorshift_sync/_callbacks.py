@@ -1,23 +1,29 @@
 """Callback dispatch: ``Session.on`` callbacks on the process's shared callback pool.
 
-Each session has a mailbox (an unbounded :class:`SubscriberQueue`) that the I/O
-thread fills. When it has events and is not already scheduled, one job for it goes
-to the pool (:func:`._pool.callback_pool`); that job runs a batch of callbacks in
-order, then hands the session back to the end of the line if more is waiting. So a
-session's callbacks run one at a time and in order, sessions run in parallel up to
-the pool's size, and a slow callback delays other sessions' by at most one batch
-when the pool is full. An exception in a callback is logged (and handed to
-``on_callback_error``) and the rest carry on.
+Each session has one mailbox for its whole life, which the I/O thread fills. When it
+has events and is not already scheduled, one job for it goes to the pool
+(:func:`._pool.callback_pool`); that job runs a batch of callbacks in order, then
+hands the session back to the end of the line if more is waiting. So a session's
+callbacks run one at a time and in order, across its connections too (a callback
+still running when ``disconnect()`` stopped waiting for it finishes before the next
+connection's callbacks start); sessions run in parallel up to the pool's size, and a
+slow callback delays other sessions' by at most one batch when the pool is full. An
+exception in a callback is logged (and handed to ``on_callback_error``) and the rest
+carry on.
+
+The mailbox is unbounded, as a callback can take any time: events wait for it
+rather than being dropped. A callback that never returns holds its session's later
+events (and only those) for good.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, FrozenSet, List, Optional, Tuple
+from collections import deque
+from typing import Any, Callable, Deque, FrozenSet, List, Optional, Tuple, Union
 
 from ._pool import WorkerPool, callback_pool
-from ._subscribers import Ended, SubscriberQueue
 from .events import SessionEvent, SessionEventType
 
 __all__ = ["Callbacks", "Callback", "CallbackErrorHook"]
@@ -32,53 +38,57 @@ Entry = Tuple[Optional[FrozenSet[SessionEventType]], Callback]
 _BATCH = 256
 
 
-class _Mailbox:
-    """One connection epoch's events for the callbacks, and its scheduling flag."""
+class _EpochEnd:
+    """Where one connection's events end: ``error`` (if any) runs last, then
+    ``done`` is set and the pool the connection held is let go."""
 
-    def __init__(self, owner: Callbacks, pool: WorkerPool) -> None:
-        self.owner = owner
+    __slots__ = ("error", "pool", "done")
+
+    def __init__(self, error: Optional[SessionEvent], pool: WorkerPool) -> None:
+        self.error = error
         self.pool = pool
-        self.events = SubscriberQueue(0)
         self.done = threading.Event()
+
+
+class _Mailbox:
+    """A session's events for its callbacks, and its scheduling flag."""
+
+    def __init__(self, owner: Callbacks) -> None:
+        self.owner = owner
+        self._items: Deque[Union[SessionEvent, _EpochEnd]] = deque()
         self._lock = threading.Lock()
         self._scheduled = False
         self.runner: Optional[int] = None  # ident of the worker running it now
 
-    def post(self, events: List[SessionEvent]) -> None:
-        """Queue ``events`` and make sure a job will run them (any thread; no blocking)."""
-        self.events.offer_many(events)
-        self._schedule()
-
-    def end(self, error: Optional[SessionEvent]) -> None:
-        self.events.close(error)
-        self._schedule()
-
-    def _schedule(self) -> None:
+    def post(self, items: List[Any]) -> None:
+        """Queue ``items`` and make sure a job will run them (any thread; no blocking)."""
         with self._lock:
-            if self._scheduled or self.done.is_set():
+            self._items.extend(items)
+            if self._scheduled:
                 return
             self._scheduled = True
-        self.pool.submit(self._run)
+        callback_pool().submit(self._run)
 
     def _run(self) -> None:
+        with self._lock:
+            batch = [self._items.popleft() for _ in range(min(_BATCH, len(self._items)))]
         self.runner = threading.get_ident()
         try:
-            batch = self.events.take_now(_BATCH)
-            for event in batch:
-                self.owner.run(event)
-        except Ended as end:
-            if end.error is not None:
-                self.owner.run(end.error)
-            self.done.set()
-            self.pool.release()
-            return
+            for item in batch:
+                if isinstance(item, _EpochEnd):
+                    if item.error is not None:
+                        self.owner.run(item.error)
+                    item.done.set()
+                    item.pool.release()
+                else:
+                    self.owner.run(item)
         finally:
             self.runner = None
         with self._lock:
-            if not self.events.queue:
+            if not self._items:
                 self._scheduled = False
                 return
-        self.pool.submit(self._run)  # more waiting: back of the line, for fairness
+        callback_pool().submit(self._run)  # more waiting: back of the line, for fairness
 
 
 class Callbacks:
@@ -87,7 +97,8 @@ class Callbacks:
     def __init__(self, on_error: Optional[CallbackErrorHook]) -> None:
         self.entries: Tuple[Entry, ...] = ()
         self.on_error = on_error
-        self._mailbox: Optional[_Mailbox] = None
+        self._mailbox = _Mailbox(self)
+        self._pool: Optional[WorkerPool] = None  # held while a connection delivers
 
     def add(self, types: Optional[FrozenSet[SessionEventType]], callback: Callback) -> None:
         self.entries = self.entries + ((types, callback),)
@@ -100,32 +111,31 @@ class Callbacks:
 
     def start(self) -> None:
         """Begin delivering (called under the session's lock when it connects)."""
-        if self._mailbox is not None or not self.entries:
+        if self._pool is not None or not self.entries:
             return
-        pool = callback_pool()
+        pool = self._pool = callback_pool()
         pool.hold()  # idle workers stay while this session may send them work
-        self._mailbox = _Mailbox(self, pool)
 
     def post(self, events: List[SessionEvent]) -> None:
-        mailbox = self._mailbox
-        if mailbox is not None:
-            mailbox.post(events)
+        if self._pool is not None:
+            self._mailbox.post(events)
 
-    def stop(self, error: Optional[SessionEvent]) -> Optional[_Mailbox]:
-        """End delivery after what is queued (then ``error``); returns the mailbox to
-        wait for with :meth:`wait`."""
-        mailbox, self._mailbox = self._mailbox, None
-        if mailbox is not None:
-            mailbox.end(error)
-        return mailbox
+    def stop(self, error: Optional[SessionEvent]) -> Optional[_EpochEnd]:
+        """End delivery after what is queued (then ``error``); returns the end to wait
+        for with :meth:`wait`."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return None
+        end = _EpochEnd(error, pool)
+        self._mailbox.post([end])
+        return end
 
-    @staticmethod
-    def wait(mailbox: Optional[_Mailbox], timeout: float) -> None:
-        """Wait up to ``timeout`` for ``mailbox``'s callbacks to finish, unless this is
-        the thread running them (a callback that disconnects its own session)."""
-        if mailbox is None or mailbox.runner == threading.get_ident():
+    def wait(self, end: Optional[_EpochEnd], timeout: float) -> None:
+        """Wait up to ``timeout`` for the callbacks up to ``end`` to finish, unless
+        this is the thread running them (a callback that disconnects its own session)."""
+        if end is None or self._mailbox.runner == threading.get_ident():
             return
-        if not mailbox.done.wait(timeout):
+        if not end.done.wait(timeout):
             logger.warning("session callbacks did not finish within the close timeout")
 
     def run(self, event: SessionEvent) -> None:

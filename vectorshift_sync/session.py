@@ -1120,7 +1120,7 @@ class Session:
                 connection.send_close(1000, self._close_timeout)
             if not connection.close(self._close_timeout):
                 logger.warning("the I/O thread did not release the connection in time")
-        Callbacks.wait(mailbox, self._close_timeout)
+        self._callbacks.wait(mailbox, self._close_timeout)
         with self._lock:
             self._set_state(_State.CLOSED)
             late, self._connection = self._connection, None
