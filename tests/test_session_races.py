@@ -221,3 +221,34 @@ def test_callbacks_run_one_at_a_time_across_connections(engine: LocalEngine) -> 
     finally:
         release.set()
         session.disconnect()
+
+
+def test_the_ids_of_delivered_replies_are_bounded(engine: LocalEngine) -> None:
+    # They only keep a reply from being recovered twice after a reconnect: the
+    # newest few thousand are enough, and a long-lived session must not grow.
+    import vectorshift_sync.session as session_module
+
+    keep = getattr(session_module, "_DELIVERED_KEEP", 4096)
+    agent = engine.add_agent("Echo", turn=lambda ctx: ctx.complete("hi"))
+    with Session(owner_type="agent", owner_id=agent, reconnect=False) as session:
+        sid = session.session_id or ""
+        listener = session.listen(maxsize=0, timeout=scaled(10))
+        sender = {"role": "agent", "object_id": agent, "object_type": "agent"}
+        content = {"type": "data_type_message", "value": "ok", "status": "Complete"}
+        count = keep + 100
+        for n in range(count):
+            frame = {
+                "type": "message_notification",
+                "session_id": sid,
+                "message": {"id": f"m{n}", "sender": sender, "content": content},
+            }
+            engine.send_raw(frame, session_id=sid)
+        ids = []
+        for event in listener:
+            if event.is_complete:
+                ids.append(event.message_id)
+                if event.message_id == f"m{count - 1}":
+                    break
+        assert ids == [f"m{n}" for n in range(count)]  # every reply was delivered
+        assert len(session._delivered) == keep  # only the memory of them is bounded
+        assert f"m{count - 1}" in session._delivered and "m0" not in session._delivered

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import socket
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from .errors import (
     ApiConnectionError,
@@ -33,6 +33,7 @@ __all__ = [
     "is_recoverable",
     "next_pause",
     "missed_replies",
+    "RecentIds",
 ]
 
 
@@ -156,3 +157,33 @@ def missed_replies(
             )
         )
     return events
+
+
+class RecentIds:
+    """The newest ``limit`` ids added, for ``in`` tests; the oldest are forgotten first.
+
+    Not thread-safe: the session uses it under its lock.
+    """
+
+    __slots__ = ("_ids", "_limit")
+
+    def __init__(self, limit: int) -> None:
+        self._ids: Dict[str, None] = {}  # insertion-ordered: the oldest comes first
+        self._limit = limit
+
+    def add(self, id_: str) -> None:
+        ids = self._ids
+        if id_ in ids:
+            return
+        ids[id_] = None
+        if len(ids) > self._limit:
+            del ids[next(iter(ids))]
+
+    def __contains__(self, id_: object) -> bool:
+        return id_ in self._ids
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)

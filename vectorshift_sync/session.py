@@ -62,6 +62,7 @@ from ._ioloop import Waker
 from ._protocol import Content, FileLike, SendManyItem, UserSessionMessage
 from ._reconnect import Reconnector
 from ._recovery import (
+    RecentIds,
     ReconnectAttempt,
     ReconnectHook,
     ReconnectPolicy,
@@ -106,6 +107,11 @@ EventTypes = Union[SessionEventType, str, Sequence[Union[SessionEventType, str]]
 _F = TypeVar("_F", bound=Callback)
 
 _LIVE: "weakref.WeakSet[Session]" = weakref.WeakSet()
+
+#: How many ids of delivered replies a session remembers. They only keep a reply
+#: from being recovered twice after a reconnect, and recovery looks at the history
+#: after the last message seen: only replies completed around a drop matter.
+_DELIVERED_KEEP = 4096
 
 
 class _State(enum.Enum):
@@ -311,7 +317,7 @@ class Session:
         # (still dialling when disconnect() stopped waiting for it) is refused.
         self._generation = 0
         # What the client has seen, to find replies it missed while reconnecting.
-        self._delivered: set[str] = set()
+        self._delivered = RecentIds(_DELIVERED_KEEP)  # the newest, bounded
         self._last_seen: Optional[str] = None
         self._history_known = True  # False while a resumed session has seen nothing
         # Between a reconnect's acknowledgement and the end of its look at the
@@ -989,10 +995,8 @@ class Session:
                 events = missed_replies(history, delivered, last_seen, self._session_id or "")
         finally:
             with self._lock:
-                delivered = self._delivered
-                fresh = [
-                    e for e in events if e.message_id is None or e.message_id not in delivered
-                ]
+                now = self._delivered
+                fresh = [e for e in events if e.message_id is None or e.message_id not in now]
                 self._release_held_locked(fresh)
         if events:
             logger.info("recovered %d missed event(s) from history", len(events))
