@@ -11,7 +11,7 @@ offer to the listener's queue), and the hand-over to the consumer (its thread
 waking and ``next()`` returning). It also checks that every delta was read on the
 I/O thread: consumers only ever wait on their own queue. The stages wrap private
 parts of the library (the I/O loop's selector, ``Session._on_messages`` and
-``Session._publish_locked``): a measuring tool, not an example.
+``Inbound.publish_locked``): a measuring tool, not an example.
 
 Unlike ``breakdown.py`` (hot loops, best of 5) this is the cold path: between two
 deltas the CPU idles for half a millisecond, so caches and branch predictors are
@@ -37,6 +37,7 @@ from _percentiles import percentile  # noqa: E402
 from run import start_engine, stop_engine  # noqa: E402
 
 from vectorshift_sync import _ioloop  # noqa: E402
+from vectorshift_sync._inbound import Inbound  # noqa: E402
 from vectorshift_sync.events import SessionEventType  # noqa: E402
 from vectorshift_sync.session import Session  # noqa: E402
 
@@ -73,7 +74,7 @@ def _instrument() -> None:
     shim.DefaultSelector = _TimedSelector
     _ioloop.selectors = shim  # type: ignore[attr-defined]
     on_messages = Session._on_messages
-    publish = Session._publish_locked
+    publish = Inbound.publish_locked
 
     def timed_route(self: Any, raws: List[bytes], wakes: Any) -> None:
         # Called by Connection.on_readable once it has read and framed.
@@ -88,7 +89,7 @@ def _instrument() -> None:
                 _by_index[event.data["index"]] = record
 
     Session._on_messages = timed_route  # type: ignore[method-assign]
-    Session._publish_locked = noted_publish  # type: ignore[method-assign]
+    Inbound.publish_locked = noted_publish  # type: ignore[method-assign]
 
 
 def measure(agent_id: str, n: int, rate: float) -> Dict[str, Any]:

@@ -226,9 +226,8 @@ def test_callbacks_run_one_at_a_time_across_connections(engine: LocalEngine) -> 
 def test_the_ids_of_delivered_replies_are_bounded(engine: LocalEngine) -> None:
     # They only keep a reply from being recovered twice after a reconnect: the
     # newest few thousand are enough, and a long-lived session must not grow.
-    import vectorshift_sync.session as session_module
+    from vectorshift_sync._inbound import DELIVERED_KEEP as keep
 
-    keep = getattr(session_module, "_DELIVERED_KEEP", 4096)
     agent = engine.add_agent("Echo", turn=lambda ctx: ctx.complete("hi"))
     with Session(owner_type="agent", owner_id=agent, reconnect=False) as session:
         sid = session.session_id or ""
@@ -250,5 +249,6 @@ def test_the_ids_of_delivered_replies_are_bounded(engine: LocalEngine) -> None:
                 if event.message_id == f"m{count - 1}":
                     break
         assert ids == [f"m{n}" for n in range(count)]  # every reply was delivered
-        assert len(session._delivered) == keep  # only the memory of them is bounded
-        assert f"m{count - 1}" in session._delivered and "m0" not in session._delivered
+        delivered = session._inbound.delivered
+        assert len(delivered) == keep  # only the memory of them is bounded
+        assert f"m{count - 1}" in delivered and "m0" not in delivered

@@ -10,7 +10,8 @@ waits for one connection. It starts with the first ``connect()`` and ends by its
 once the last session is gone.
 
 Consumers (``listen()`` iterators, ``stream()``, ``ask()``, replies) only wait on
-their own queues, in slices so that Ctrl-C gets through. Callbacks registered with
+their own queues (on the main thread in slices, so that Ctrl-C gets through); the
+I/O thread wakes each once per round of reads. Callbacks registered with
 :meth:`Session.on` run on a small shared pool (8 threads by default): one session's
 callbacks in order, one at a time; different sessions' in parallel. Reconnect
 handshakes run on another small pool (4 threads), with their back-off on the I/O
@@ -58,11 +59,11 @@ from ._config import resolve_api_key, ws_session_url
 from ._connection import Connection, ConnectionSink, TransportClosed, open_socket
 from ._deadline import Deadline
 from ._fanout import FanOut, Listener, event_type_set
+from ._inbound import Inbound
 from ._ioloop import Waker
 from ._protocol import Content, FileLike, SendManyItem, UserSessionMessage
 from ._reconnect import Reconnector
 from ._recovery import (
-    RecentIds,
     ReconnectAttempt,
     ReconnectHook,
     ReconnectPolicy,
@@ -107,11 +108,6 @@ EventTypes = Union[SessionEventType, str, Sequence[Union[SessionEventType, str]]
 _F = TypeVar("_F", bound=Callback)
 
 _LIVE: "weakref.WeakSet[Session]" = weakref.WeakSet()
-
-#: How many ids of delivered replies a session remembers. They only keep a reply
-#: from being recovered twice after a reconnect, and recovery looks at the history
-#: after the last message seen: only replies completed around a drop matter.
-_DELIVERED_KEEP = 4096
 
 
 class _State(enum.Enum):
@@ -309,23 +305,16 @@ class Session:
                 reconcile=self._reconcile,
                 give_up=self._reconnect_failed,
             )
-        self._unknown_kinds: set[str] = set()
         self._opened = threading.Event()  # set exactly while the state is OPEN
         self._reconnect_attempts = 0
         # Which reconnect cycle may attach: bumped under the lock when a cycle starts,
         # when the session closes and when it gives up. An attempt of an older cycle
         # (still dialling when disconnect() stopped waiting for it) is refused.
         self._generation = 0
-        # What the client has seen, to find replies it missed while reconnecting.
-        self._delivered = RecentIds(_DELIVERED_KEEP)  # the newest, bounded
-        self._last_seen: Optional[str] = None
-        self._history_known = True  # False while a resumed session has seen nothing
-        # Between a reconnect's acknowledgement and the end of its look at the
-        # history, live events wait here: the turn's live Idle must not overtake the
-        # reply it ends, which completed while the link was down. Set only when the
-        # current attempt's handshake got its ack; released by _reconcile, and reset
-        # whenever a connection ends or is attached and when the session gives up.
-        self._held: Optional[List[SessionEvent]] = None
+        # Parsing and routing, what the client has seen, and the events held while
+        # a reconnect reads the history (released by _reconcile, and whenever a
+        # connection ends or is attached and when the session gives up).
+        self._inbound = Inbound(self._fanout, self._replies)
         self._turn_line = TurnLine()  # where a turn left before its end is read to its end
 
     # --- state ------------------------------------------------------------------
@@ -403,8 +392,8 @@ class Session:
             with self._lock:
                 self._set_state(_State.OPEN)
                 self._lost_reason = None
-                if resumed and self._last_seen is None:
-                    self._history_known = False
+                if resumed:
+                    self._inbound.resumed_locked()
             _LIVE.add(self)
             logger.debug("session %s connected", self._session_id)
             return self
@@ -749,7 +738,7 @@ class Session:
             ):
                 sock.close()  # closed (and maybe connected again) while it dialled
                 raise SessionDisconnectedError("the session was closed while reconnecting")
-            self._release_held_locked([])  # nothing held may outlive its connection
+            self._inbound.release_held_locked([])  # nothing held outlives its connection
             self._connection = connection
             self._set_state(state)
             self._pid = os.getpid()
@@ -791,16 +780,7 @@ class Session:
         """Parse one read's worth of frames, then route them under one lock hold.
 
         ``wakes``: the I/O loop's set of consumers to wake at the end of its round."""
-        parsed: List[proto.Parsed] = []
-        for raw in raws:
-            try:
-                parsed.append(proto.parse_frame(raw, self._session_id or ""))
-            except proto.UnknownFrameError as exc:
-                if exc.kind not in self._unknown_kinds and len(self._unknown_kinds) < 64:
-                    self._unknown_kinds.add(exc.kind)
-                    logger.info("ignoring frames of unknown type %r", exc.kind)
-            except proto.FrameError as exc:
-                logger.warning("skipping a malformed frame: %s", exc)
+        parsed = self._inbound.parse(raws, self._session_id or "")
         if not parsed:
             return
         with self._lock:
@@ -811,76 +791,9 @@ class Session:
                 # Read during disconnect(): its listeners are ended and its backlog
                 # cleared; kept now, it would greet the next connect()'s listen().
                 return
-            batch: List[SessionEvent] = []
-            for item in parsed:
-                if item.reply is None:
-                    if item.event is not None:
-                        batch.append(item.event)
-                    continue
-                if batch:  # keep the order: what came before the reply goes first
-                    self._publish_locked(batch, wakes)
-                    batch = []
-                self._route_locked(item, wakes)
-            if batch:
-                self._publish_locked(batch, wakes)
-
-    def _route_locked(
-        self, parsed: proto.Parsed, wakes: Optional[Set[Waker]] = None
-    ) -> None:
-        # Called with self._lock held.
-        reply, event = parsed.reply, parsed.event
-        private = delivered = False
-        if reply is not None:
-            # History is never an event. Replies carry no request id, so a reply
-            # to a call that timed out answers the next call, if any.
-            private = reply.request_type == "get_messages"
-            delivered = self._replies.deliver_locked(reply)
-            if delivered:
-                # A refusal the waiting call turns into an exception (or a give-up
-                # event) is not also an ERROR for listeners.
-                private = private or not reply.ok
-        if event is not None and not private:
-            if (
-                self._state is _State.RECONNECTING
-                and event.type is SessionEventType.SESSION_CONNECTED
-                and delivered  # to this attempt's handshake: a late ack holds nothing
-                and reply is not None
-                and reply.ok
-            ):
-                data = dict(event.data)
-                data.update(reconnected=True, attempts=self._reconnect_attempts)
-                event = SessionEvent(event.type, event.session_id, event.message_id, data)
-                self._publish_locked([event], wakes)
-                self._held = []  # until _reconcile has read the history
-                return
-            self._publish_locked([event], wakes)
-
-    def _publish_locked(
-        self, events: List[SessionEvent], wakes: Optional[Set[Waker]] = None
-    ) -> None:
-        # Called with self._lock held; offers never block and run no user code.
-        if self._held is not None:  # reconciling after a reconnect: keep the order
-            self._held.extend(events)
-            return
-        for event in events:
-            message_id = event.message_id
-            if message_id is not None and event.type is not SessionEventType.MESSAGE_DELTA:
-                # Deltas carry the id of a message that is not complete yet: only
-                # whole messages mark how far into the history this client has come.
-                self._last_seen = message_id
-                self._history_known = True
-                if event.type is SessionEventType.MESSAGE_COMPLETE:
-                    self._delivered.add(message_id)
-        self._fanout.publish_locked(events, wakes)
-
-    def _release_held_locked(self, recovered: List[SessionEvent]) -> None:
-        """Publish what a reconnect recovered from the history, then what was held."""
-        held, self._held = self._held or [], None
-        if any(e.is_turn_end for e in held):
-            # The live Idle ends the turn; no second, recovered one before it.
-            recovered = [e for e in recovered if not e.is_turn_end]
-        if recovered or held:
-            self._publish_locked(recovered + held)
+            reconnecting = self._state is _State.RECONNECTING
+            attempt = self._reconnect_attempts if reconnecting else None
+            self._inbound.route_locked(parsed, wakes, attempt)
 
     def _on_connection_end(self, connection: Connection, ending: TransportClosed) -> None:
         reason = ending.reason
@@ -888,7 +801,7 @@ class Session:
             if self._connection is not connection:
                 return  # an old connection, already replaced or dropped
             self._replies.fail_locked()
-            self._release_held_locked([])  # what came before the drop goes first
+            self._inbound.release_held_locked([])  # what came before the drop goes first
             if self._state not in (_State.CONNECTING, _State.OPEN):
                 if self._state is _State.RECONNECTING:
                     self._connection = None  # a failed attempt; the attempt says why
@@ -923,7 +836,7 @@ class Session:
 
     def _give_up_locked(self, reason: str) -> None:
         # Called with self._lock held: the session is over; tell everyone, then end.
-        self._release_held_locked([])  # what came before the end goes first
+        self._inbound.release_held_locked([])  # what came before the end goes first
         self._generation += 1  # no attempt of the ended cycle may attach now
         self._set_state(_State.CLOSED)
         self._lost_reason = reason
@@ -963,7 +876,7 @@ class Session:
         with self._lock:
             if self._connection is connection:
                 self._connection = None
-            self._release_held_locked([])
+            self._inbound.release_held_locked([])
         connection.abort()
         connection.finished.wait(self._close_timeout)
 
@@ -983,8 +896,7 @@ class Session:
         events: List[SessionEvent] = []
         try:
             with self._lock:
-                known = self._history_known
-                delivered, last_seen = set(self._delivered), self._last_seen
+                known, delivered, last_seen = self._inbound.seen_locked()
             history: Optional[List[SessionMessage]] = None
             if known:
                 try:
@@ -994,10 +906,8 @@ class Session:
             if history is not None:
                 events = missed_replies(history, delivered, last_seen, self._session_id or "")
         finally:
-            with self._lock:
-                now = self._delivered
-                fresh = [e for e in events if e.message_id is None or e.message_id not in now]
-                self._release_held_locked(fresh)
+            with self._lock:  # minus replies that reached the client meanwhile
+                self._inbound.release_held_locked(events)
         if events:
             logger.info("recovered %d missed event(s) from history", len(events))
 
@@ -1110,7 +1020,7 @@ class Session:
                 self._fanout.end_locked(None)
                 return
             self._set_state(_State.CLOSING)
-            self._held = None
+            self._inbound.held = None
             self._fanout.end_locked(None)
             mailbox = self._callbacks.stop(None)
             self._replies.fail_locked()
