@@ -1,7 +1,7 @@
 """Many sessions at once, shaped like a web server: ``python benchmarks/scale.py``.
 
     python benchmarks/scale.py [--quick] [--n 200,1000,2000] [--forms listen,callbacks]
-                               [--tls] [--chaos] [--timeout 120] [--json FILE]
+                               [--reps 1] [--tls] [--chaos] [--timeout 120] [--json FILE]
 
 Every row is one run in fresh processes: the benchmark engine (``engine.py``, its
 ``Burst`` agent) in one, the client in another, so threads, CPU and peak RSS are the
@@ -33,6 +33,11 @@ no close frame) while the reply completes in history; ours must end every turn a
 recover each cut reply once (reconnect + history); the official SDK has no
 reconnect and is reported as it fares.
 
+``--reps K`` runs every scale row K times, interleaved (official, ours listen, ours
+callbacks, then again), and adds a table of medians and of paired ratios (ours over
+the official row of the same repetition): on a shared VM one run's ratio can swing
+by 2x, a median of paired ratios much less.
+
 ``--quick`` is a smoke run (a few sessions, seconds). A run that outlives its bound is
 a row that says so, never a crash. The table is printed and, with ``--json``, written
 with every figure. Speed is reported, never asserted.
@@ -43,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -264,9 +270,12 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                     }
                 )
                 continue
-            for side in _sides(runner):
-                for form in args.forms if side == "ours" else ["listen"]:
-                    rows.append(runner.row(side, form, n, deltas=args.deltas))
+            for repetition in range(args.reps):  # interleaved: a load swing hits every side
+                for side in _sides(runner):
+                    for form in args.forms if side == "ours" else ["listen"]:
+                        row = runner.row(side, form, n, deltas=args.deltas)
+                        row["rep"] = repetition
+                        rows.append(row)
         if args.tls:
             runner.tls = _make_tls(tmp)
             for n, deltas in ((1, args.tls_one_deltas), (args.tls_n, args.deltas)):
@@ -308,6 +317,7 @@ def _official_for(rows: List[Dict[str, Any]], row: Dict[str, Any]) -> Optional[D
             and other["section"] == row["section"]
             and other["n"] == row["n"]
             and other.get("deltas") == row.get("deltas")
+            and other.get("rep") == row.get("rep")  # the same repetition: paired
             and "error" not in other
         ):
             return other
@@ -358,6 +368,55 @@ def scale_table(rows: List[Dict[str, Any]], section: str) -> List[str]:
             f"| {_f(load, 2)} |"
         )
     return out
+
+
+def summary_table(rows: List[Dict[str, Any]]) -> List[str]:
+    """With ``--reps``: per N, side and form, the medians over the repetitions and the
+    median of the paired ratios (ours over the official row of the same repetition)."""
+    picked = [r for r in rows if r["section"] == "scale" and "error" not in r]
+    groups: Dict[Tuple[int, str, str], List[Dict[str, Any]]] = {}
+    for row in picked:
+        groups.setdefault((row["n"], row["side"], row["form"]), []).append(row)
+    if not any(len(group) > 1 for group in groups.values()):
+        return []
+    out = [
+        "| N | side | form | reps | wall s, median (range) | CPU µs/event, median (range) "
+        "| wall /official, paired median | CPU /official, paired median "
+        "| lost | extra | unfinished |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for (n, side, form), group in groups.items():
+        walls = [r["wall_s"] for r in group if r.get("wall_s") and not r["unfinished"]]
+        cpus = [r["cpu_us_per_event"] for r in group if r.get("cpu_us_per_event")]
+        wall_ratios: List[float] = []
+        cpu_ratios: List[float] = []
+        for row in group if side == "ours" else []:
+            official = _official_for(rows, row)
+            if official is None:
+                continue
+            if row.get("wall_s") and official.get("wall_s") and not row["unfinished"]:
+                wall_ratios.append(row["wall_s"] / official["wall_s"])
+            if row.get("cpu_us_per_event") and official.get("cpu_us_per_event"):
+                cpu_ratios.append(row["cpu_us_per_event"] / official["cpu_us_per_event"])
+        out.append(
+            f"| {n:,} | {side} | {form} | {len(group)} | {_spread(walls, 2)} "
+            f"| {_spread(cpus, 1)} "
+            f"| {_f(_median(wall_ratios), 2, 'x')} | {_f(_median(cpu_ratios), 2, 'x')} "
+            f"| {sum(r['deltas_lost'] for r in group):,} "
+            f"| {sum(r['extra_events'] for r in group):,} "
+            f"| {sum(r['unfinished'] for r in group):,} |"
+        )
+    return out
+
+
+def _median(values: List[float]) -> Optional[float]:
+    return statistics.median(values) if values else None
+
+
+def _spread(values: List[float], digits: int) -> str:
+    if not values:
+        return "-"
+    return f"{_f(_median(values), digits)} ({_f(min(values), digits)}–{_f(max(values), digits)})"
 
 
 def chaos_table(rows: List[Dict[str, Any]]) -> List[str]:
@@ -416,6 +475,10 @@ def table(results: Dict[str, Any], args: argparse.Namespace) -> str:
             "### Scale: one consumer thread per session (listen) or session.on() (callbacks)",
             scale_table(rows, "scale"),
         ),
+        (
+            f"### Scale over {args.reps} interleaved repetitions (every row above is one)",
+            summary_table(rows),
+        ),
         ("### wss:// (trustme CA)", scale_table(rows, "wss")),
         (
             f"### Chaos: every {CUT_EVERY}th connection cut mid-reply (no close frame), "
@@ -448,6 +511,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--n", type=_ints, help="sessions per row (200,1000,2000[,5000])")
     parser.add_argument("--forms", help="ours: listen,callbacks (both)")
     parser.add_argument("--deltas", type=int, default=100, help="deltas per reply (100)")
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=1,
+        help="repetitions of each scale row, interleaved; adds medians and paired ratios (1)",
+    )
     parser.add_argument(
         "--write",
         choices=("frames", "burst"),

@@ -133,11 +133,22 @@ def test_quick_scale_run_covers_every_section(tmp_path: Path) -> None:
     delta is lost, every turn ends, nothing unexplained (ERROR, SESSION_CONNECTED)
     happens, and in the chaos run every cut session's reply arrives exactly once."""
     results = tmp_path / "scale.json"
-    out = _run_script("scale.py", "--quick", "--tls", "--chaos", "--json", str(results))
-    for heading in ("## vectorshift_sync scale benchmark", "### Scale", "### wss://", "### Chaos"):
+    out = _run_script(
+        "scale.py", "--quick", "--reps", "2", "--tls", "--chaos", "--json", str(results)
+    )
+    for heading in (
+        "## vectorshift_sync scale benchmark",
+        "### Scale",
+        "### Scale over 2 interleaved repetitions",
+        "### wss://",
+        "### Chaos",
+    ):
         assert heading in out, out
     assert "FAILED" not in out, out
     rows = json.loads(results.read_text())["rows"]
+    scale_reps = sorted(row["rep"] for row in rows if row["section"] == "scale")
+    assert scale_reps == sorted([0, 1] * (len(scale_reps) // 2)) and scale_reps, out
+    assert re.search(r"^\| 20 \| ours \| listen \| 2 \| \d+\.\d\d \(", out, re.M), out
     ours = [row for row in rows if row["side"] == "ours"]
     seen = {(row["section"], row["form"], row["n"]) for row in ours}
     for section, n in (("scale", 20), ("wss", 1), ("wss", 20), ("chaos", 20)):
@@ -156,6 +167,7 @@ def test_quick_scale_run_covers_every_section(tmp_path: Path) -> None:
     assert re.search(r"^\| 20 \| ours \| listen \| \d+\.\d\d \| [\d,]+ \| \d", out, re.M), out
     if _official_available() or _compat_required():
         official = [row for row in rows if row["side"] == "official" and "error" not in row]
+        assert re.search(r"^\| 20 \| ours \| callbacks \| 2 \|.*\| \d+\.\d\dx \|", out, re.M)
         assert {(row["section"], row["n"]) for row in official} == {
             ("scale", 20),
             ("wss", 1),
