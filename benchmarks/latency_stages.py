@@ -76,10 +76,10 @@ def _instrument() -> None:
     on_messages = Session._on_messages
     publish = Inbound.publish_locked
 
-    def timed_route(self: Any, raws: List[bytes], wakes: Any) -> None:
+    def timed_route(self: Any, connection: Any, raws: List[bytes]) -> None:
         # Called by Connection.on_readable once it has read and framed.
         _stamps.read = time.monotonic()
-        on_messages(self, raws, wakes)
+        on_messages(self, connection, raws)
 
     def noted_publish(self: Any, events: List[Any], wakes: Any = None) -> None:
         publish(self, events, wakes)  # the events are in the listener's queue now

@@ -158,8 +158,8 @@ def test_a_reader_starved_past_idle_timeout_with_bytes_waiting_is_not_half_open(
         stalled: List[int] = []
         read_again = threading.Event()
 
-        def stall_once(raws: List[bytes], wakes: Any) -> None:
-            route(raws, wakes)
+        def stall_once(connection: Any, raws: List[bytes]) -> None:
+            route(connection, raws)
             if threading.current_thread().name == "vectorshift-io":
                 if stalled:
                     read_again.set()

@@ -328,11 +328,11 @@ def test_a_failure_while_routing_on_the_io_thread_reconnects(engine: LocalEngine
         route = session._on_messages
         failed: List[int] = []
 
-        def once(raws: List[bytes], wakes: Any) -> None:
+        def once(connection: Any, raws: List[bytes]) -> None:
             if not failed:
                 failed.append(1)
                 raise RuntimeError("a bug while routing")
-            route(raws, wakes)
+            route(connection, raws)
 
         session._on_messages = once  # type: ignore[method-assign]
         listener = session.listen(timeout=scaled(10))

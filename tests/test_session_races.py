@@ -47,7 +47,7 @@ def test_a_late_handshake_ack_does_not_hold_back_every_later_event(engine: Local
         def drop_then_late_ack(connection: Any) -> None:
             drop(connection)
             late.append(1)
-            session._on_messages([_ack(sid)], None)  # as the I/O thread, a moment late
+            session._on_messages(connection, [_ack(sid)])  # as the I/O thread, a moment late
 
         session._drop = drop_then_late_ack  # type: ignore[method-assign]
         errors = session.listen(event_types=[E.ERROR], timeout=scaled(5))
@@ -81,8 +81,8 @@ def test_events_read_while_disconnecting_are_not_replayed_after_the_next_connect
         route = session._on_messages
         routed = threading.Event()
 
-        def noting(raws: List[bytes], wakes: Any) -> None:
-            route(raws, wakes)
+        def noting(connection: Any, raws: List[bytes]) -> None:
+            route(connection, raws)
             routed.set()
 
         session._on_messages = noting  # type: ignore[method-assign]

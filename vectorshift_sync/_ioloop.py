@@ -296,9 +296,8 @@ class IOLoop:
 
         Deferred to the end of the round on purpose: a consumer woken in the middle
         would only wait for the interpreter lock the I/O thread still needs for the
-        other ready sockets, and one woken per read instead of per round wakes more
-        often for the same events (with a thousand sessions, those wake-ups are most
-        of the client's CPU).
+        other ready sockets, and one woken per read instead of per round can be woken
+        more than once for the same round's events.
         """
         wakes = list(self.round_wakes)
         self.round_wakes.clear()

@@ -47,7 +47,6 @@ from typing import (
     Generator,
     List,
     Optional,
-    Set,
     Type,
     TypeVar,
     Union,
@@ -60,7 +59,6 @@ from ._connection import Connection, ConnectionSink, TransportClosed, open_socke
 from ._deadline import Deadline
 from ._fanout import FanOut, Listener, event_type_set
 from ._inbound import Inbound
-from ._ioloop import Waker
 from ._protocol import Content, FileLike, SendManyItem, UserSessionMessage
 from ._reconnect import Reconnector
 from ._recovery import (
@@ -158,14 +156,8 @@ class _Sink(ConnectionSink):
 
     def connection_messages(self, connection: Connection, messages: List[bytes]) -> None:
         session = self._session()
-        if session is not None and session._connection is connection:
-            # Checked again under the session's lock: the connection may be replaced
-            # or dropped between this check and the routing.
-            session._reading = connection
-            try:
-                session._on_messages(messages, connection.loop.round_wakes)
-            finally:
-                session._reading = None
+        if session is not None:
+            session._on_messages(connection, messages)
 
     def connection_ended(self, connection: Connection, ending: TransportClosed) -> None:
         session = self._session()
@@ -288,7 +280,6 @@ class Session:
         self._terminated = False
         self._lost_reason: Optional[str] = None
         self._connection: Optional[Connection] = None
-        self._reading: Optional[Connection] = None  # whose frames the I/O thread routes now
         self._sink = _Sink(self)
         self._replies = ReplyDesk()
         self._fanout = FanOut(self._lock, backlog)
@@ -776,16 +767,14 @@ class Session:
 
     # --- internals: on the I/O thread ---------------------------------------------------
 
-    def _on_messages(self, raws: List[bytes], wakes: Optional[Set[Waker]]) -> None:
-        """Parse one read's worth of frames, then route them under one lock hold.
-
-        ``wakes``: the I/O loop's set of consumers to wake at the end of its round."""
+    def _on_messages(self, connection: Connection, raws: List[bytes]) -> None:
+        """Parse one read's worth of ``connection``'s frames, then route them under one
+        lock hold; its consumers are woken at the end of the I/O loop's round."""
         parsed = self._inbound.parse(raws, self._session_id or "")
         if not parsed:
             return
         with self._lock:
-            connection = self._reading
-            if connection is None or connection is not self._connection:
+            if connection is not self._connection:
                 return  # read from a connection the session has since let go of
             if self._state not in _ACTIVE:
                 # Read during disconnect(): its listeners are ended and its backlog
@@ -793,7 +782,7 @@ class Session:
                 return
             reconnecting = self._state is _State.RECONNECTING
             attempt = self._reconnect_attempts if reconnecting else None
-            self._inbound.route_locked(parsed, wakes, attempt)
+            self._inbound.route_locked(parsed, connection.loop.round_wakes, attempt)
 
     def _on_connection_end(self, connection: Connection, ending: TransportClosed) -> None:
         reason = ending.reason
