@@ -6,7 +6,7 @@ this module too (``official_driver.py``).
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:
@@ -14,14 +14,18 @@ def percentile(ordered: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def latency_summary(samples: List[float]) -> Dict[str, Any]:
-    """Count, p50, p99 and maximum of latency samples (seconds), in milliseconds."""
+def latency_summary(samples: List[float], cpu_s: Optional[float] = None) -> Dict[str, Any]:
+    """Count, p50, p99 and maximum of latency samples (seconds), in milliseconds, and
+    the client's CPU per event when ``cpu_s`` (its CPU over the run) is given."""
     ordered = sorted(samples)
     if not ordered:
         return {"events": 0}
-    return {
+    summary = {
         "events": len(ordered),
         "p50_ms": percentile(ordered, 0.50) * 1e3,
         "p99_ms": percentile(ordered, 0.99) * 1e3,
         "max_ms": ordered[-1] * 1e3,
     }
+    if cpu_s is not None:
+        summary["cpu_us_per_event"] = cpu_s / len(ordered) * 1e6
+    return summary

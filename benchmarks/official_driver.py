@@ -116,11 +116,13 @@ async def latency(n: int, rate: float) -> Dict[str, Any]:
     try:
         consumer = asyncio.ensure_future(consume())
         await _subscribed(session, consumer)
+        cpu = time.process_time()
         await session.send(f"{n} {rate}")
         await asyncio.wait_for(consumer, WAIT)
+        cpu = time.process_time() - cpu
     finally:
         await session.disconnect()
-    return latency_summary(samples)
+    return latency_summary(samples, cpu)
 
 
 async def connect_times(count: int) -> Dict[str, Any]:

@@ -10,7 +10,8 @@ every variant once, in a rotated order, and the table shows medians.
   frames, first delta to last (the engine writes the whole flood at once, so the
   consumer is what is measured).
 * Latency: server send to consumer's hands at a paced rate (CLOCK_MONOTONIC is one
-  clock for every process on Linux).
+  clock for every process on Linux), and the client's CPU per event at that pace:
+  with one event per wake-up, that is what a wake-up costs, whoever the client is.
 * Connect: ``create_session()`` + ``connect()``, warm.
 * Scale: many sessions streaming at once in one fresh process (ours): threads, RSS,
   events lost with unbounded listeners.
@@ -429,10 +430,12 @@ def _latency(results: Dict[str, Any], args: argparse.Namespace, targets: List[st
         return []
     lines = [
         f"Latency: {args.latency_n:,} deltas at {args.rate:,.0f}/s, server send -> consumer, ms",
-        f"  {'variant':54} {'p50':>9} {'p99':>9} {'max':>9} {'p99/official':>12} {'paired':>7}",
+        f"  {'variant':54} {'p50':>9} {'p99':>9} {'max':>9} {'p99/official':>12} {'paired':>7}"
+        f" {'CPU us/ev':>10} {'CPU/official':>12}",
     ]
     official_runs = lt.get("official:listen", [])
     official_p99 = _median(official_runs, "p99_ms")
+    official_cpu = _median(official_runs, "cpu_us_per_event")
     for label, key in (
         ("official SDK listen()", "official:listen"),
         ("ours listen()", "sync:listen"),
@@ -444,9 +447,11 @@ def _latency(results: Dict[str, Any], args: argparse.Namespace, targets: List[st
         p50, p99 = _median(runs, "p50_ms"), _median(runs, "p99_ms")
         worst = _median(runs, "max_ms")
         paired = _paired(runs, official_runs, "p99_ms")
+        cpu = _median(runs, "cpu_us_per_event")
         lines.append(
             f"  {label:54} {_f(p50, 3):>9} {_f(p99, 3):>9} {_f(worst, 2):>9} "
-            f"{_ratio(p99, official_p99):>12} {_f(paired, 2):>6}x"
+            f"{_ratio(p99, official_p99):>12} {_f(paired, 2):>6}x "
+            f"{_f(cpu, 1):>10} {_ratio(cpu, official_cpu):>12}"
         )
         if key.startswith("sync:") and official_p99 and p99:
             targets.append(

@@ -268,15 +268,17 @@ def latency_listen(n: int, rate: float) -> Dict[str, Any]:
     samples: List[float] = []
     try:
         with session.listen(maxsize=0, timeout=WAIT) as events:
+            cpu = time.process_time()
             session.send(f"{n} {rate}")
             for event in events:
                 if event.type is DELTA:
                     samples.append(time.monotonic() - float(event.delta or 0.0))
                     if len(samples) == n:
                         break
+            cpu = time.process_time() - cpu
     finally:
         session.disconnect()
-    return latency_summary(samples)
+    return latency_summary(samples, cpu)
 
 
 def latency_callbacks(n: int, rate: float) -> Dict[str, Any]:
@@ -292,12 +294,14 @@ def latency_callbacks(n: int, rate: float) -> Dict[str, Any]:
 
     try:
         session.on(None, on_event)
+        cpu = time.process_time()
         session.send(f"{n} {rate}")
         if not done.wait(WAIT):
             raise TimeoutError(f"callbacks saw {len(samples)} of {n} paced deltas")
+        cpu = time.process_time() - cpu
     finally:
         session.disconnect()
-    return latency_summary(samples)
+    return latency_summary(samples, cpu)
 
 
 # --- connect -------------------------------------------------------------------------
