@@ -81,8 +81,8 @@ class _Mailbox:
         run = self.owner.run
         try:
             for item in batch:
-                if type(item) is not _EpochEnd:
-                    run(item)  # type: ignore[arg-type]  # the union's other member
+                if not isinstance(item, _EpochEnd):
+                    run(item)
                     continue
                 if item.error is not None:
                     run(item.error)
