@@ -79,7 +79,8 @@ def test_quick_benchmark_prints_the_table(tmp_path: Path, official: bool) -> Non
         assert row in out, out
     assert "failed" not in out.lower(), out
     assert re.search(r"events: [\d,]+ of [\d,]+, lost 0$", out, re.M), out
-    assert "Targets (issue 6)" in out, out
+    assert "Targets (issues 10 and 11)" in out, out
+    assert re.search(r"(MET|NOT MET) +<= 32 library threads whatever N", out), out
     assert re.search(r"callbacks / listen: \d+\.\d\dx", out), out
     # The paced run also gives the client's CPU per event (one wake-up per event).
     assert "CPU us/ev" in out, out
