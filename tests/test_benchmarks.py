@@ -84,6 +84,7 @@ def test_quick_benchmark_prints_the_table(tmp_path: Path, official: bool) -> Non
     assert re.search(r"callbacks / listen: \d+\.\d\dx", out), out
     # The paced run also gives the client's CPU per event (one wake-up per event).
     assert "CPU us/ev" in out, out
+    assert re.search(r"with the I/O thread already running .* \d+\.\d\d ms", out), out
     assert re.search(r"^  ours listen\(\) .* \d+\.\d +\S+$", out, re.M), out
     paced = json.loads(results.read_text())["latency"]["sync:listen"]
     assert all(run["cpu_us_per_event"] > 0 for run in paced), paced
