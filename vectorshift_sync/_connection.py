@@ -599,7 +599,18 @@ class Connection(Handler):
             self._release_writer()
 
     def _on_tick(self) -> None:
-        """Heartbeat and idle check, then schedule the next tick (I/O thread)."""
+        """Heartbeat and idle check, then schedule the next tick (I/O thread).
+
+        A failure here ends the connection, as one while its socket is served does:
+        the tick is re-armed only when it returns, so a connection left open after
+        one would have no keepalive and no idle check any more."""
+        try:
+            self._tick()
+        except Exception as exc:
+            logger.exception("the keepalive tick failed")
+            self.on_failure(exc)
+
+    def _tick(self) -> None:
         if self._end is not None:
             return
         now = time.monotonic()
