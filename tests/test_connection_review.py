@@ -5,16 +5,20 @@ Every test here failed before the fix that came with it.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import pytest
 from conftest import scaled
 from websockets.frames import Frame, Opcode
+from websockets.server import ServerProtocol
 
 from vectorshift_sync._connection import Connection, ConnectionSink, TransportClosed
+from vectorshift_sync.errors import SessionTimeoutError
+from vectorshift_sync.session import Session
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,3 +84,98 @@ def test_a_failure_while_the_keepalive_tick_reads_ends_the_connection() -> None:
         connection.finished.wait(scaled(5))
         peer.close()
 
+
+class _StallingServer:
+    """A WebSocket server on 127.0.0.1 that acknowledges ``connect_session``, then
+    stops reading once a client frame is under way (a server that fell behind: the
+    client's write of that frame blocks, holding the connection's send lock)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.stalled = threading.Event()
+        self.done = threading.Event()
+        self.conn: Optional[socket.socket] = None
+        self.thread = threading.Thread(target=self._serve, name="stalling-server")
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        self.conn = conn
+        conn.settimeout(scaled(10))
+        protocol = ServerProtocol(max_size=None)
+        request = None
+        while request is None:
+            protocol.receive_data(conn.recv(1 << 16))
+            for event in protocol.events_received():
+                request = event
+        protocol.send_response(protocol.accept(request))
+        conn.sendall(b"".join(protocol.data_to_send()))
+        acked = False
+        while not acked:
+            protocol.receive_data(conn.recv(1 << 16))
+            for frame in protocol.events_received():
+                message = json.loads(frame.data)
+                if message.get("type") == "connect_session":
+                    ack = {"type": "connect_session", "session_id": message["session_id"],
+                           "success": True}
+                    protocol.send_text(json.dumps(ack).encode())
+                    conn.sendall(b"".join(protocol.data_to_send()))
+                    acked = True
+        got = 0
+        while got < 1 << 16:  # the start of the next frame: a write is under way
+            data = conn.recv(1 << 16)
+            if not data:
+                return
+            got += len(data)
+        self.stalled.set()
+        self.done.wait(scaled(30))  # and reads nothing more
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join(scaled(10))
+        if self.conn is not None:
+            self.conn.close()
+        self.listener.close()
+
+
+def test_get_messages_keeps_its_timeout_while_another_write_is_stuck(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # get_messages(timeout=...) "waits at most timeout seconds in total". It wrote
+    # its request with the session's write_timeout, though: behind a write stuck on
+    # a server that stopped reading, it waited write_timeout (30 s by default) for
+    # the send lock, whatever its own timeout.
+    server = _StallingServer()
+    monkeypatch.setenv("VECTORSHIFT_WS_URL", f"ws://127.0.0.1:{server.port}")
+    session = Session(
+        session_id="s-stall", api_key="key", write_timeout=scaled(10), ping_interval=60.0,
+        idle_timeout=120.0, reconnect=False,
+    )
+    writer_error: List[BaseException] = []
+
+    def write_big() -> None:
+        try:
+            session.send("x" * (32 << 20))  # far more than the socket buffers hold
+        except BaseException as exc:  # noqa: BLE001 - recorded, not asserted
+            writer_error.append(exc)
+
+    writer = threading.Thread(target=write_big)
+    try:
+        session.connect()
+        writer.start()
+        assert server.stalled.wait(scaled(10)), "the big write never started"
+        started = time.monotonic()
+        failure: Optional[BaseException] = None
+        try:
+            session.get_messages(timeout=1.0)
+        except Exception as exc:  # noqa: BLE001 - checked below, after the time
+            failure = exc
+        elapsed = time.monotonic() - started
+        assert elapsed < 1.0 + scaled(1.0), f"get_messages(timeout=1) took {elapsed:.1f}s"
+        assert isinstance(failure, SessionTimeoutError), repr(failure)
+    finally:
+        session.disconnect()
+        writer.join(scaled(15))
+        server.close()
+    assert not writer.is_alive()

@@ -370,10 +370,11 @@ class Connection(Handler):
             pass
 
     def _write(self, action: Callable[[Protocol], None], timeout: Optional[float]) -> None:
-        deadline = Deadline(self._write_timeout if timeout is None else timeout)
+        limit = self._write_timeout if timeout is None else timeout
+        deadline = Deadline(limit)
         if not self._send_lock.acquire(timeout=deadline.remaining() or 0.0):
             raise SessionTimeoutError(
-                f"timed out after {self._write_timeout:g}s waiting to write on the "
+                f"timed out after {limit:g}s waiting to write on the "
                 "WebSocket (another write was stuck); nothing was sent"
             )
         try:
@@ -384,7 +385,7 @@ class Connection(Handler):
                     )
                 action(self._protocol)
                 self._queue_locked(self._protocol.data_to_send())
-            self._flush(deadline)
+            self._flush(deadline, limit)
         finally:
             self._release_writer()
 
@@ -431,7 +432,7 @@ class Connection(Handler):
             self._current = chunk[sent:]
         return False
 
-    def _flush(self, deadline: Deadline) -> None:
+    def _flush(self, deadline: Deadline, limit: float) -> None:
         """Write everything queued, waiting for the socket up to ``deadline``."""
         while True:
             chunk = self._next_chunk()
@@ -450,7 +451,7 @@ class Connection(Handler):
                     continue  # woken early (EINTR): try again
                 self._fail_write()
                 raise SessionDisconnectedError(
-                    f"sending on the WebSocket timed out after {self._write_timeout:g}s; "
+                    f"sending on the WebSocket timed out after {limit:g}s; "
                     "the connection is closed (the session reconnects)"
                 )
 

@@ -679,11 +679,11 @@ class Session:
         deadline = Deadline(self._request_timeout if timeout is None else timeout)
         _acquire(self._request_lock, deadline, "message history")
         try:
-            session_id = self._require_open()
+            session_id = self._require_open(deadline)
             with self._lock:
                 waiter = self._replies.expect_locked("get_messages", accept_untyped=False)
             try:
-                self._send_frame(proto.encode_get_messages(session_id))
+                self._send_frame(proto.encode_get_messages(session_id), deadline)
                 reply = waiter.wait(deadline, "the message history", self._lost)
             finally:
                 with self._lock:
@@ -902,20 +902,27 @@ class Session:
 
     # --- internals: sending and closing ---------------------------------------------
 
-    def _require_open(self) -> str:
+    def _require_open(self, deadline: Optional[Deadline] = None) -> str:
         self._check_fork()
-        self._await_reopen()
+        self._await_reopen(deadline)
         session_id = self._session_id
         if self._state is not _State.OPEN or not session_id:
             raise SessionDisconnectedError(self._not_connected_message())
         return session_id
 
-    def _await_reopen(self) -> None:
-        if not self._reconnect_over(self._write_timeout):
+    def _await_reopen(self, deadline: Optional[Deadline] = None) -> None:
+        timeout = self._write_bound(deadline)
+        if not self._reconnect_over(timeout):
             raise SessionDisconnectedError(
                 f"the session is reconnecting ({self._lost_reason}) and did not come "
-                f"back within {self._write_timeout:g}s"
+                f"back within {timeout:g}s"
             )
+
+    def _write_bound(self, deadline: Optional[Deadline]) -> float:
+        """``write_timeout``, or less when the caller's own ``deadline`` (a request's
+        total timeout) ends sooner."""
+        left = None if deadline is None else deadline.remaining()
+        return self._write_timeout if left is None else min(self._write_timeout, left)
 
     def _reconnect_over(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s while the session is reconnecting; False if it
@@ -961,15 +968,16 @@ class Session:
             self._fanout.clear_backlog_locked()  # a new turn: nothing of the last one
         self._send_frame(frame)
 
-    def _send_frame(self, frame: str) -> None:
+    def _send_frame(self, frame: str, deadline: Optional[Deadline] = None) -> None:
+        """Write ``frame`` within ``write_timeout``, or by ``deadline`` if sooner."""
         connection = self._connection
         if connection is None or self._state not in (_State.OPEN, _State.CONNECTING):
             if self._state is _State.RECONNECTING:
-                self._await_reopen()
+                self._await_reopen(deadline)
                 connection = self._connection
         if connection is None:
             raise SessionDisconnectedError(self._not_connected_message())
-        connection.send_text(frame)
+        connection.send_text(frame, self._write_bound(deadline))
 
     def _close(self, how: str) -> None:
         if self._forked():
