@@ -179,3 +179,37 @@ def test_get_messages_keeps_its_timeout_while_another_write_is_stuck(
         writer.join(scaled(15))
         server.close()
     assert not writer.is_alive()
+
+
+class _Ends(ConnectionSink):
+    def __init__(self) -> None:
+        self.ended: List[TransportClosed] = []
+
+    def connection_messages(self, connection: Connection, messages: List[bytes]) -> None:
+        pass
+
+    def connection_ended(self, connection: Connection, ending: TransportClosed) -> None:
+        self.ended.append(ending)
+
+    def keepalive_frame(self) -> None:
+        return None
+
+
+def test_a_write_that_timed_out_is_reported_as_such_not_as_the_server_dropping() -> None:
+    # A write cut short shuts the socket down and queues the end "writing to the
+    # WebSocket failed"; the I/O thread, idle in its selector, read the EOF of that
+    # shutdown first and reported "server dropped the connection without a close
+    # frame": the session's ERROR event blamed the server for our own timeout.
+    ours, peer = socket.socketpair()  # the peer never reads
+    sink = _Ends()
+    connection = _make(ours, sink, write_timeout=scaled(0.5))
+    connection.start()
+    try:
+        with pytest.raises(Exception, match="timed out"):
+            connection.send_text("x" * (16 << 20))
+        assert connection.finished.wait(scaled(5))
+        assert [e.reason for e in sink.ended] == ["writing to the WebSocket failed"]
+    finally:
+        connection.abort()
+        connection.finished.wait(scaled(5))
+        peer.close()

@@ -72,6 +72,7 @@ _READS_PER_TURN = 16
 #: queue more behind a peer that is not reading.
 _OUT_LIMIT = 1 << 16
 _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
+_WRITE_FAILED = "writing to the WebSocket failed"
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
@@ -294,6 +295,7 @@ class Connection(Handler):
         self._framer = _Framer(self._protocol, max_message_size)
         self._aborted = False  # abort() was called: the end is ours
         self._broken = False  # a write failed: the end is the network's
+        self._timed_out = False  # ... because it timed out: its shutdown is ours
         self._sock_closed = False
         self._end: Optional[TransportClosed] = None
         self._timer: Optional[Timer] = None
@@ -449,6 +451,7 @@ class Connection(Handler):
             if not left or not _wait_writable(self._sock, left):
                 if not deadline.expired:
                     continue  # woken early (EINTR): try again
+                self._timed_out = True
                 self._fail_write()
                 raise SessionDisconnectedError(
                     f"sending on the WebSocket timed out after {limit:g}s; "
@@ -515,9 +518,7 @@ class Connection(Handler):
             self._out.clear()
             self._out_size = 0
         self._shutdown()
-        self._loop.call_soon(
-            lambda: self._finish(TransportClosed("writing to the WebSocket failed"))
-        )
+        self._loop.call_soon(lambda: self._finish(TransportClosed(_WRITE_FAILED)))
 
     # --- the I/O thread ------------------------------------------------------------------
 
@@ -682,6 +683,8 @@ class Connection(Handler):
             return TransportClosed("connection closed locally", clean=True)
         if isinstance(exc, ConnectionResetError):
             return TransportClosed("server dropped the connection without a close frame (reset)")
+        if self._timed_out:  # our shutdown after a write timed out, read before its end ran
+            return TransportClosed(_WRITE_FAILED)
         return TransportClosed(f"reading from the WebSocket failed: {exc}")
 
     def _closed_reason(self, eof: bool) -> TransportClosed:
@@ -699,6 +702,8 @@ class Connection(Handler):
             return TransportClosed(reason, clean=clean)
         if exc is not None and not isinstance(exc, EOFError):
             return TransportClosed(f"protocol error from the server: {exc}")
+        if self._timed_out:  # the EOF of our own shutdown after a write timed out
+            return TransportClosed(_WRITE_FAILED)
         if eof:
             return TransportClosed("server dropped the connection without a close frame")
         return TransportClosed("the WebSocket closed")
