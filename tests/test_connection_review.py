@@ -213,3 +213,57 @@ def test_a_write_that_timed_out_is_reported_as_such_not_as_the_server_dropping()
         connection.abort()
         connection.finished.wait(scaled(5))
         peer.close()
+
+
+def test_bytes_left_to_the_lock_holder_are_written_when_the_io_thread_stood_aside() -> None:
+    # A caller letting go of the send lock flushes what was queued meanwhile; when
+    # the socket is full, _flush_now asks the I/O thread to watch for writability.
+    # If the I/O thread, between that and the caller's release, found the lock held,
+    # it turned the watch off and left the flush to the caller, who had already
+    # decided to return: the queued bytes stayed unsent until something else was
+    # written. The interleaving is forced here: the I/O thread's flush attempt runs,
+    # to its end, inside the caller's _flush_now.
+    ours, peer = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    connection = _make(ours, _Ends())
+    connection.start()
+    loop = connection.loop
+    payload = 1 << 20
+    original = connection._flush_now
+    injected: List[bool] = []
+
+    def flush_now_then_io_thread_tries() -> bool:
+        done = original()
+        if not injected:
+            injected.append(done)
+            tried = threading.Event()
+            loop.call_soon(connection._flush_from_loop)  # finds the lock held
+            loop.call_soon(tried.set)
+            assert tried.wait(scaled(5))
+        return done
+
+    connection._flush_now = flush_now_then_io_thread_tries  # type: ignore[method-assign]
+    try:
+        # The caller holds the lock while a frame is queued behind its own write.
+        assert connection._send_lock.acquire(timeout=5)
+        with connection._proto_lock:
+            connection._protocol.send_text(b"y" * payload)
+            connection._queue_locked(connection._protocol.data_to_send())
+        connection._release_writer()
+        assert injected == [False], "the socket was not full: nothing was forced"
+        received = 0
+        peer.settimeout(scaled(3))
+        try:
+            while received < payload:
+                chunk = peer.recv(1 << 16)
+                if not chunk:
+                    break
+                received += len(chunk)
+        except socket.timeout:
+            pass
+        assert received >= payload, f"only {received} of {payload}+ bytes were written"
+    finally:
+        connection.abort()
+        connection.finished.wait(scaled(5))
+        peer.close()

@@ -505,7 +505,13 @@ class Connection(Handler):
                 if self._end is not None and not self._sock_closed:
                     self._close_socket()
                 self._send_lock.release()
-                return
+                if self._end is not None or self._broken or self._wants_write:
+                    return
+                # The I/O thread found the lock held after _flush_now asked it to
+                # watch for writability, and left the flush to this thread (turning
+                # the watch off): take the lock again, or leave it to the new holder.
+                if not self._send_lock.acquire(False):
+                    return
 
     def _fail_write(self) -> None:
         # Part of a frame may be on the wire: the stream cannot go on, and nothing
@@ -551,8 +557,11 @@ class Connection(Handler):
             if self._tls:
                 # Decrypted bytes left inside the SSLSocket wake no selector: drain
                 # them now, and only leave the rest to the kernel's buffer.
-                if reads >= _READS_PER_TURN and not _pending(sock):
-                    break
+                if reads >= _READS_PER_TURN:
+                    with self._tls_lock:  # one thread at a time in the SSL object
+                        waiting = _pending(sock)
+                    if not waiting:
+                        break
             elif len(data) < _READ_SIZE or reads >= _READS_PER_TURN:
                 break
         if chunks:
@@ -594,7 +603,10 @@ class Connection(Handler):
             if self._wants_write:
                 self._wants_write = False
                 self._loop.want_write(self, False)
-            return
+            # It may have let go in between, seeing the watch still on: try once
+            # more, so that the queued bytes are never left with nobody to write them.
+            if not self._send_lock.acquire(False):
+                return
         try:
             self._flush_now()
         finally:
@@ -651,7 +663,9 @@ class Connection(Handler):
     def _bytes_waiting(self) -> bool:
         if self._tls:
             try:
-                if _pending(self._sock) > 0:
+                with self._tls_lock:  # one thread at a time in the SSL object
+                    waiting = _pending(self._sock)
+                if waiting > 0:
                     return True
             except (OSError, ValueError):
                 return True
