@@ -412,7 +412,10 @@ def test_callbacks_run_in_order_off_the_reader_and_are_isolated(
     session.send("ordered")
     assert done.wait(scaled(5))
     assert "".join(seen) == "You said: ordered"
-    assert len(threads) == 1 and next(iter(threads)).startswith("vectorshift-callbacks")
+    # On the callback pool, never the I/O thread; in order, one at a time (above),
+    # but not pinned to one worker: a job that finds more events queued goes back
+    # to the pool, and a free worker (not always the same one) takes it.
+    assert threads and all(name.startswith("vectorshift-callbacks") for name in threads)
     assert "callback bug" in caplog.text and "Traceback" in caplog.text
     assert session.off(collect) and not session.off(collect)
     done.clear()
