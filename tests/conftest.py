@@ -1,16 +1,18 @@
 """Shared test fixtures: a clean environment, one timing knob, a thread-leak check,
-and one helper that reads a turn to its end."""
+one helper that reads a turn to its end, and a bare Connection with a recording sink."""
 
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
-from typing import Any, Iterator, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
 from vectorshift_sync import SessionEvent
+from vectorshift_sync._connection import Connection, ConnectionSink, TransportClosed
 
 #: Multiply every timing bound in the suite (slow CI machines: VS_TEST_TIME_SCALE=3).
 TIME_SCALE = float(os.environ.get("VS_TEST_TIME_SCALE", "1"))
@@ -54,6 +56,36 @@ INBOUND_FRAME_TYPES = (
 def scaled(seconds: float) -> float:
     """A timing bound, scaled for the machine."""
     return seconds * TIME_SCALE
+
+
+class CollectingSink(ConnectionSink):
+    """A sink that keeps what a bare Connection reports (messages, its end)."""
+
+    def __init__(self) -> None:
+        self.messages: List[bytes] = []
+        self.ended: List[TransportClosed] = []
+        self.arrived = threading.Event()
+        self.expect = 0
+
+    def connection_messages(self, connection: Connection, messages: List[bytes]) -> None:
+        self.messages.extend(bytes(m) for m in messages)
+        if self.expect and len(self.messages) >= self.expect:
+            self.arrived.set()
+
+    def connection_ended(self, connection: Connection, ending: TransportClosed) -> None:
+        self.ended.append(ending)
+
+    def keepalive_frame(self) -> None:
+        return None
+
+
+def make_connection(sock: socket.socket, sink: ConnectionSink, **options: Any) -> Connection:
+    """A bare Connection over ``sock`` with the session's defaults, ``options`` on top."""
+    settings: Dict[str, Any] = dict(
+        max_message_size=None, write_timeout=5.0, ping_interval=5.0, idle_timeout=15.0
+    )
+    settings.update(options)
+    return Connection(sock, sink, **settings)
 
 
 def until_turn_end(events: Iterator[SessionEvent]) -> List[SessionEvent]:

@@ -9,10 +9,10 @@ import json
 import socket
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
 import pytest
-from conftest import scaled
+from conftest import CollectingSink, make_connection, scaled
 from websockets.frames import Frame, Opcode
 from websockets.server import ServerProtocol
 
@@ -21,14 +21,6 @@ from vectorshift_sync.errors import SessionTimeoutError
 from vectorshift_sync.session import Session
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _make(sock: socket.socket, sink: ConnectionSink, **options: Any) -> Connection:
-    settings: Dict[str, Any] = dict(
-        max_message_size=None, write_timeout=5.0, ping_interval=60.0, idle_timeout=60.0
-    )
-    settings.update(options)
-    return Connection(sock, sink, **settings)
 
 
 def _text(payload: bytes) -> bytes:
@@ -72,7 +64,7 @@ def test_a_failure_while_the_keepalive_tick_reads_ends_the_connection() -> None:
     ours, peer = socket.socketpair()
     idle = scaled(0.3)
     sink = _LateThenFailing(peer, late=idle + scaled(0.1))
-    connection = _make(ours, sink, ping_interval=60.0, idle_timeout=idle)
+    connection = make_connection(ours, sink, ping_interval=60.0, idle_timeout=idle)
     connection.start()
     try:
         peer.sendall(_text(b"first"))
@@ -181,28 +173,16 @@ def test_get_messages_keeps_its_timeout_while_another_write_is_stuck(
     assert not writer.is_alive()
 
 
-class _Ends(ConnectionSink):
-    def __init__(self) -> None:
-        self.ended: List[TransportClosed] = []
-
-    def connection_messages(self, connection: Connection, messages: List[bytes]) -> None:
-        pass
-
-    def connection_ended(self, connection: Connection, ending: TransportClosed) -> None:
-        self.ended.append(ending)
-
-    def keepalive_frame(self) -> None:
-        return None
-
-
 def test_a_write_that_timed_out_is_reported_as_such_not_as_the_server_dropping() -> None:
     # A write cut short shuts the socket down and queues the end "writing to the
     # WebSocket failed"; the I/O thread, idle in its selector, read the EOF of that
     # shutdown first and reported "server dropped the connection without a close
     # frame": the session's ERROR event blamed the server for our own timeout.
     ours, peer = socket.socketpair()  # the peer never reads
-    sink = _Ends()
-    connection = _make(ours, sink, write_timeout=scaled(0.5))
+    sink = CollectingSink()
+    connection = make_connection(
+        ours, sink, write_timeout=scaled(0.5), ping_interval=60.0, idle_timeout=60.0
+    )
     connection.start()
     try:
         with pytest.raises(Exception, match="timed out"):
@@ -226,7 +206,7 @@ def test_bytes_left_to_the_lock_holder_are_written_when_the_io_thread_stood_asid
     ours, peer = socket.socketpair()
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    connection = _make(ours, _Ends())
+    connection = make_connection(ours, CollectingSink(), ping_interval=60.0, idle_timeout=60.0)
     connection.start()
     loop = connection.loop
     payload = 1 << 20

@@ -20,11 +20,10 @@ import time
 from typing import Any, Dict, List
 
 import pytest
-from conftest import scaled, until_turn_end
+from conftest import CollectingSink, make_connection, scaled, until_turn_end
 from websockets.frames import Frame, Opcode
 
 from vectorshift_sync import SessionEvent, SessionEventType, set_worker_limits
-from vectorshift_sync._connection import Connection, ConnectionSink, TransportClosed
 from vectorshift_sync._ioloop import Handler, IOLoop
 from vectorshift_sync._pool import WorkerPool, callback_pool
 from vectorshift_sync.errors import SessionConnectionError
@@ -50,35 +49,6 @@ def _paced(ctx: TurnContext) -> None:
 
 def _io_threads() -> List[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "vectorshift-io"]
-
-
-class _Collect(ConnectionSink):
-    """A sink that keeps what a bare Connection reports."""
-
-    def __init__(self) -> None:
-        self.messages: List[bytes] = []
-        self.ended: List[TransportClosed] = []
-        self.arrived = threading.Event()
-        self.expect = 0
-
-    def connection_messages(self, connection: Connection, messages: List[bytes]) -> None:
-        self.messages.extend(bytes(m) for m in messages)
-        if self.expect and len(self.messages) >= self.expect:
-            self.arrived.set()
-
-    def connection_ended(self, connection: Connection, ending: TransportClosed) -> None:
-        self.ended.append(ending)
-
-    def keepalive_frame(self) -> None:
-        return None
-
-
-def _make(sock: socket.socket, sink: ConnectionSink, **options: Any) -> Connection:
-    settings: Dict[str, Any] = dict(
-        max_message_size=None, write_timeout=5.0, ping_interval=5.0, idle_timeout=15.0
-    )
-    settings.update(options)
-    return Connection(sock, sink, **settings)
 
 
 # --- one thread, many sessions ------------------------------------------------------------
@@ -116,9 +86,9 @@ def test_many_sessions_share_one_io_thread_that_ends_with_the_last(engine: Local
 def test_a_write_blocked_on_one_connection_does_not_stall_another() -> None:
     stuck_ours, stuck_peer = socket.socketpair()  # the peer never reads
     live_ours, live_peer = socket.socketpair()
-    stuck_sink, live_sink = _Collect(), _Collect()
-    stuck = _make(stuck_ours, stuck_sink, write_timeout=scaled(3))
-    live = _make(live_ours, live_sink)
+    stuck_sink, live_sink = CollectingSink(), CollectingSink()
+    stuck = make_connection(stuck_ours, stuck_sink, write_timeout=scaled(3))
+    live = make_connection(live_ours, live_sink)
     stuck.start()
     live.start()
     writer_error: List[BaseException] = []
@@ -187,8 +157,8 @@ def test_tls_bytes_decrypted_inside_the_socket_are_drained(
     )
     acceptor.join(scaled(5))
     server = accepted[0]
-    sink = _Collect()
-    connection = _make(client, sink)
+    sink = CollectingSink()
+    connection = make_connection(client, sink)
     connection.start()
     try:
         # One write: one TLS record of ~12 KB holding 40 messages, then silence.
@@ -206,8 +176,8 @@ def test_tls_bytes_decrypted_inside_the_socket_are_drained(
 
 def test_an_idle_but_live_link_is_not_declared_half_open() -> None:
     ours, peer = socket.socketpair()
-    sink = _Collect()
-    connection = _make(ours, sink, ping_interval=0.05, idle_timeout=0.3)
+    sink = CollectingSink()
+    connection = make_connection(ours, sink, ping_interval=0.05, idle_timeout=0.3)
     connection.start()
     try:
         deadline = time.monotonic() + 1.0
@@ -644,8 +614,8 @@ def test_a_connection_that_ends_at_once_leaves_no_timer_behind() -> None:
     loop = IOLoop()
     ours, theirs = socket.socketpair()
     theirs.close()
-    sink = _Collect()
-    connection = _make(ours, sink, loop=loop)
+    sink = CollectingSink()
+    connection = make_connection(ours, sink, loop=loop)
     real_call_later = loop.call_later
 
     def late_call_later(delay: float, callback: Any) -> Any:
