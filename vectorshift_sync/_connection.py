@@ -557,11 +557,8 @@ class Connection(Handler):
             if self._tls:
                 # Decrypted bytes left inside the SSLSocket wake no selector: drain
                 # them now, and only leave the rest to the kernel's buffer.
-                if reads >= _READS_PER_TURN:
-                    with self._tls_lock:  # one thread at a time in the SSL object
-                        waiting = _pending(sock)
-                    if not waiting:
-                        break
+                if reads >= _READS_PER_TURN and not self._decrypted_waiting():
+                    break
             elif len(data) < _READ_SIZE or reads >= _READS_PER_TURN:
                 break
         if chunks:
@@ -660,12 +657,19 @@ class Connection(Handler):
             self._queue_locked(self._protocol.data_to_send())
         self._flush_from_loop()
 
+    def _decrypted_waiting(self) -> int:
+        """Decrypted bytes waiting inside the ``SSLSocket`` (0 for a plain socket),
+        read under the TLS lock like every other use of the SSL object."""
+        sock = self._sock
+        if not isinstance(sock, ssl.SSLSocket):
+            return 0
+        with self._tls_lock:
+            return sock.pending()
+
     def _bytes_waiting(self) -> bool:
         if self._tls:
             try:
-                with self._tls_lock:  # one thread at a time in the SSL object
-                    waiting = _pending(self._sock)
-                if waiting > 0:
+                if self._decrypted_waiting():
                     return True
             except (OSError, ValueError):
                 return True
@@ -757,11 +761,6 @@ class Connection(Handler):
             self._sock.close()
         except OSError:  # pragma: no cover - best effort
             pass
-
-
-def _pending(sock: socket.socket) -> int:
-    """Decrypted bytes waiting inside an ``SSLSocket`` (0 for a plain socket)."""
-    return sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
 
 
 def _wait_writable(sock: socket.socket, timeout: float) -> bool:

@@ -921,8 +921,7 @@ class Session:
     def _write_bound(self, deadline: Optional[Deadline]) -> float:
         """``write_timeout``, or less when the caller's own ``deadline`` (a request's
         total timeout) ends sooner."""
-        left = None if deadline is None else deadline.remaining()
-        return self._write_timeout if left is None else min(self._write_timeout, left)
+        return self._write_timeout if deadline is None else deadline.slice(self._write_timeout)
 
     def _reconnect_over(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s while the session is reconnecting; False if it
