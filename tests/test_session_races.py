@@ -252,3 +252,30 @@ def test_the_ids_of_delivered_replies_are_bounded(engine: LocalEngine) -> None:
         delivered = session._inbound.delivered
         assert len(delivered) == keep  # only the memory of them is bounded
         assert f"m{count - 1}" in delivered and "m0" not in delivered
+
+
+def test_a_reply_completed_live_while_the_history_was_read_is_delivered_once() -> None:
+    # After a reconnect, live events are held while the history is read. A reply
+    # that completes on the engine in that window is both held (live) and in the
+    # history (recovered): it must reach consumers once, as the live copy in its
+    # place. (Seen once in CI's quick chaos run: a cut session got its reply twice.)
+    import threading as _threading
+
+    from vectorshift_sync._fanout import FanOut
+    from vectorshift_sync._inbound import Inbound
+    from vectorshift_sync._replies import ReplyDesk
+    from vectorshift_sync.events import SessionEvent
+    from vectorshift_sync.events import SessionEventType as T
+
+    fanout = FanOut(_threading.Lock(), backlog=64)
+    inbound = Inbound(fanout, ReplyDesk())
+    agent = {"sender": "agent"}
+    recovered = SessionEvent(T.MESSAGE_COMPLETE, "s", "m1", {**agent, "recovered": True})
+    live = SessionEvent(T.MESSAGE_COMPLETE, "s", "m1", dict(agent))
+    idle = SessionEvent(T.PARTICIPANT_STATUS, "s", None, {"status": "Idle"})
+    inbound.held = [live, idle]
+    inbound.release_held_locked([recovered])
+    delivered = fanout.backlog.drain()
+    completes = [e for e in delivered if e.type is T.MESSAGE_COMPLETE]
+    assert completes == [live], delivered
+    assert inbound.held is None

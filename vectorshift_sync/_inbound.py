@@ -154,7 +154,14 @@ class Inbound:
         reached the client meanwhile), then what was held; stop holding."""
         held, self.held = self.held or [], None
         delivered = self.delivered
-        recovered = [e for e in recovered if e.message_id is None or e.message_id not in delivered]
+        # A reply that completed live while the history was read is in both: the
+        # live copy, held in its place, is the one consumers get.
+        live = {e.message_id for e in held if e.type is _COMPLETE and e.message_id is not None}
+        recovered = [
+            e
+            for e in recovered
+            if e.message_id is None or (e.message_id not in delivered and e.message_id not in live)
+        ]
         if any(e.is_turn_end for e in held):
             # The live Idle ends the turn; no second, recovered one before it.
             recovered = [e for e in recovered if not e.is_turn_end]
