@@ -279,3 +279,54 @@ def test_a_reply_completed_live_while_the_history_was_read_is_delivered_once() -
     completes = [e for e in delivered if e.type is T.MESSAGE_COMPLETE]
     assert completes == [live], delivered
     assert inbound.held is None
+
+
+def test_stop_does_not_return_while_a_backoff_timer_is_being_armed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # stop() came just as an attempt armed its back-off timer. Before the fix the
+    # attempt marked itself idle before scheduling, so stop() (and the session's
+    # disconnect()) returned and the late call_later started the I/O thread afresh
+    # after the last session had gone (seen in CI as a thread outliving its test).
+    # Here call_later waits for stop() to return: it must not, until the timer is
+    # armed and cancelled.
+    from vectorshift_sync import SessionDisconnectedError, _reconnect
+    from vectorshift_sync._reconnect import Reconnector
+
+    real_loop = _reconnect.io_loop()
+    stop_returned = threading.Event()
+    armed_after_stop: List[bool] = []
+    timers: List[Any] = []
+
+    class _SlowArming:
+        def call_later(self, delay: float, callback: Any) -> Any:
+            stopper = threading.Thread(target=_stop, daemon=True)
+            stopper.start()
+            armed_after_stop.append(stop_returned.wait(0.5))
+            timer = real_loop.call_later(delay, callback)
+            timers.append(timer)
+            return timer
+
+    monkeypatch.setattr(_reconnect, "io_loop", _SlowArming)
+
+    def _attach(timeout: float, attempt: int, generation: int) -> None:
+        raise SessionDisconnectedError("the server is away")
+
+    reconnector = Reconnector(
+        ReconnectPolicy(max_attempts=5, max_time=scaled(10.0), base_delay=0.2, max_delay=0.2),
+        None,
+        connect_timeout=1.0,
+        session_id=lambda: "s1",
+        attach=_attach,
+        reconcile=lambda: None,
+        give_up=lambda reason, generation: None,
+    )
+
+    def _stop() -> None:
+        reconnector.stop(scaled(5.0))
+        stop_returned.set()
+
+    reconnector.start("dropped", 1)
+    assert stop_returned.wait(scaled(5.0)), "stop() never returned"
+    assert armed_after_stop == [False], "stop() returned before the timer was armed"
+    assert len(timers) == 1 and timers[0]._state == 2, "the armed timer was not cancelled"

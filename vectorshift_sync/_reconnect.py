@@ -65,6 +65,7 @@ class Reconnector:
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
+        self._pausing = threading.Lock()  # arming a pause's timer vs. its firing
         self._timer: Optional[Timer] = None
         self._generation = 0  # the current cycle's
         self._attempt = 0
@@ -126,20 +127,32 @@ class Reconnector:
             pause = next_pause(policy, attempt, self._last_error)
             pause = min(pause, max(0.0, policy.max_time - elapsed))
             if pause > 0:
-                # Wait on the I/O thread's timer heap, not on this worker.
-                self._idle.set()
-                self._timer = io_loop().call_later(pause, partial(self._after_pause, generation))
-                if self._stopped(generation):
-                    self._timer.cancel()
+                # Wait on the I/O thread's timer heap, not on this worker. Idle only
+                # once the timer is armed (or cancelled, if stop() came meanwhile):
+                # stop() must not return while a timer is about to be scheduled,
+                # which would start the I/O thread again after the last disconnect().
+                # The lock keeps _after_pause from marking the next attempt busy
+                # before this marks the pause idle.
+                with self._pausing:
+                    if self._stopped(generation):
+                        self._idle.set()
+                        return
+                    self._timer = io_loop().call_later(
+                        pause, partial(self._after_pause, generation)
+                    )
+                    if self._stopped(generation):
+                        self._timer.cancel()
+                    self._idle.set()
                 return
             if not self._try(generation):
                 return
 
     def _after_pause(self, generation: int) -> None:
         # On the I/O thread: hand the attempt back to the pool.
-        if self._stopped(generation):
-            return
-        self._idle.clear()
+        with self._pausing:
+            if self._stopped(generation):
+                return
+            self._idle.clear()
         reconnect_pool().submit(partial(self._resume, generation))
 
     def _resume(self, generation: int) -> None:
