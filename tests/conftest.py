@@ -4,6 +4,7 @@ one helper that reads a turn to its end, and a bare Connection with a recording 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
@@ -13,6 +14,15 @@ import pytest
 
 from vectorshift_sync import SessionEvent
 from vectorshift_sync._connection import Connection, ConnectionSink, TransportClosed
+
+# Several tests stop a child (an example app, the CLI) with SIGINT, as Ctrl-C would.
+# A shell starts a background job with SIGINT ignored, and an ignored signal stays
+# ignored across exec: the child's Python then installs no KeyboardInterrupt handler
+# and never stops. So a suite run in the background (`pytest &`, nohup) gives its
+# children the default handling back, by catching SIGINT as Python normally does
+# (a caught signal is reset to the default in an exec'd child).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 #: Multiply every timing bound in the suite (slow CI machines: VS_TEST_TIME_SCALE=3).
 TIME_SCALE = float(os.environ.get("VS_TEST_TIME_SCALE", "1"))
