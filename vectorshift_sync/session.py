@@ -59,6 +59,7 @@ from ._connection import Connection, ConnectionSink, TransportClosed, open_socke
 from ._deadline import Deadline
 from ._fanout import FanOut, Listener, event_type_set
 from ._inbound import Inbound
+from ._options import SessionOptions, check_positive, check_str
 from ._protocol import Content, FileLike, SendManyItem, UserSessionMessage
 from ._reconnect import Reconnector
 from ._recovery import (
@@ -72,7 +73,6 @@ from ._subscribers import SubscriberQueue
 from ._turn_follow import TextStream, TurnFollower, TurnLine, follow_answer, follow_events
 from .errors import (
     ArgumentTypeError,
-    InvalidArgumentError,
     SessionConnectionError,
     SessionDisconnectedError,
     SessionError,
@@ -231,44 +231,27 @@ class Session:
         reconnect: Union[bool, ReconnectPolicy] = True,
         on_reconnect: Optional[ReconnectHook] = None,
     ) -> None:
-        _check_str("owner_type", owner_type)
-        _check_str("owner_id", owner_id, optional=True)
-        _check_str("session_id", session_id, optional=True)
-        _check_str("api_key", api_key, optional=True)
-        for name, value in (
-            ("connect_timeout", connect_timeout),
-            ("request_timeout", request_timeout),
-            ("write_timeout", write_timeout),
-            ("close_timeout", close_timeout),
-            ("ping_interval", ping_interval),
-            ("idle_timeout", idle_timeout),
-        ):
-            _check_positive(name, value)
-        if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 1:
-            raise InvalidArgumentError(f"backlog must be a positive int, got {backlog!r}")
-        if on_callback_error is not None and not callable(on_callback_error):
-            raise ArgumentTypeError("on_callback_error must be callable")
-        if on_reconnect is not None and not callable(on_reconnect):
-            raise ArgumentTypeError("on_reconnect must be callable")
-        if not isinstance(reconnect, (bool, ReconnectPolicy)):
-            raise ArgumentTypeError("reconnect must be True, False or a ReconnectPolicy")
-        self._owner_type = owner_type
-        self._owner_id = owner_id or ""
+        check_str("session_id", session_id, optional=True)
+        check_str("api_key", api_key, optional=True)
+        self._options = options = SessionOptions.checked(
+            owner_type=owner_type,
+            owner_id=owner_id,
+            connect_timeout=connect_timeout,
+            request_timeout=request_timeout,
+            write_timeout=write_timeout,
+            close_timeout=close_timeout,
+            ping_interval=ping_interval,
+            idle_timeout=idle_timeout,
+            backlog=backlog,
+            max_message_size=max_message_size,
+            sslopt=sslopt,
+            proxy=proxy,
+            on_callback_error=on_callback_error,
+            reconnect=reconnect,
+            on_reconnect=on_reconnect,
+        )
         self._session_id: Optional[str] = session_id or None
         self.__api_key = api_key
-        self._connect_timeout = float(connect_timeout)
-        self._request_timeout = float(request_timeout)
-        self._write_timeout = float(write_timeout)
-        self._close_timeout = float(close_timeout)
-        self._ping_interval = float(ping_interval)
-        self._idle_timeout = float(idle_timeout)
-        self._max_message_size = max_message_size
-        self._sslopt = dict(sslopt) if sslopt else None
-        self._proxy = dict(proxy) if proxy else None
-        if reconnect is True:
-            reconnect = ReconnectPolicy()
-        self._policy: Optional[ReconnectPolicy] = reconnect or None
-        self._on_reconnect = on_reconnect
 
         # One lock for shared state, also the fan-out's; never held while user code
         # runs or while blocking on the network (writes happen outside it).
@@ -282,15 +265,15 @@ class Session:
         self._connection: Optional[Connection] = None
         self._sink = _Sink(self)
         self._replies = ReplyDesk()
-        self._fanout = FanOut(self._lock, backlog)
-        self._callbacks = Callbacks(on_callback_error)
+        self._fanout = FanOut(self._lock, options.backlog)
+        self._callbacks = Callbacks(options.on_callback_error)
         self._fanout.extra = self._callbacks.post
         self._reconnector: Optional[Reconnector] = None
-        if self._policy is not None:
+        if options.policy is not None:
             self._reconnector = Reconnector(
-                self._policy,
-                on_reconnect,
-                connect_timeout=self._connect_timeout,
+                options.policy,
+                options.on_reconnect,
+                connect_timeout=options.connect_timeout,
                 session_id=lambda: self._session_id or "",
                 attach=self._reattach,
                 reconcile=self._reconcile,
@@ -328,7 +311,11 @@ class Session:
         )
 
     def __repr__(self) -> str:
-        owner = f"{self._owner_type}:{self._owner_id}" if self._owner_type else "-"
+        owner = (
+            f"{self._options.owner_type}:{self._options.owner_id}"
+            if self._options.owner_type
+            else "-"
+        )
         return f"<Session id={self._session_id!r} owner={owner} state={self._state.value}>"
 
     # --- lifecycle ----------------------------------------------------------------
@@ -346,7 +333,7 @@ class Session:
         """
         self._check_fork()
         # The reconnector may already be on it: wait for its outcome, don't race it.
-        if not self._reconnect_over(self._connect_timeout):
+        if not self._reconnect_over(self._options.connect_timeout):
             raise SessionTimeoutError("the session is still reconnecting; try again later")
         with self._lifecycle:
             if self.is_connected:
@@ -355,7 +342,7 @@ class Session:
                 raise SessionDisconnectedError(
                     f"session {self._session_id!r} was terminated; create a new session"
                 )
-            if not self._session_id and not (self._owner_type and self._owner_id):
+            if not self._session_id and not (self._options.owner_type and self._options.owner_id):
                 raise SessionError(
                     "owner_type and owner_id are required to create a session; pass "
                     "session_id= to resume an existing one"
@@ -366,8 +353,8 @@ class Session:
                     "no API key configured: pass api_key=, set vectorshift_sync.api_key, "
                     "or set the VECTORSHIFT_API_KEY environment variable"
                 )
-            deadline = Deadline(self._connect_timeout)
-            sock = self._dial(key, self._connect_timeout)
+            deadline = Deadline(self._options.connect_timeout)
+            sock = self._dial(key, self._options.connect_timeout)
             resumed = bool(self._session_id)
             try:
                 self._attach(sock, _State.CONNECTING)
@@ -494,7 +481,7 @@ class Session:
             raise ArgumentTypeError(f"approved must be True or False, not {approved!r}")
         if confirm is not None and not isinstance(confirm, Mapping):
             raise ArgumentTypeError(f"confirm must be a mapping, not {type(confirm).__name__}")
-        _check_str("deny_reason", deny_reason, optional=True)
+        check_str("deny_reason", deny_reason, optional=True)
         session_id = self._require_open()
         frame = proto.encode_approval(
             session_id,
@@ -530,7 +517,7 @@ class Session:
         if isinstance(maxsize, bool) or not isinstance(maxsize, int):
             raise ArgumentTypeError(f"maxsize must be an int, not {type(maxsize).__name__}")
         if timeout is not None:
-            _check_positive("timeout", timeout)
+            check_positive("timeout", timeout)
         return _Listener(self, self._subscribe(types, maxsize, fresh=False), timeout)
 
     def _subscribe(
@@ -627,7 +614,7 @@ class Session:
     ) -> TurnFollower:
         """Check and send one turn for ``stream``/``stream_text``/``ask``; follow it."""
         if timeout is not None:
-            _check_positive("timeout", timeout)
+            check_positive("timeout", timeout)
         frame = self._encode_send(content, files, mime_type, filename)
         return TurnFollower.start(self, frame, timeout)
 
@@ -674,9 +661,9 @@ class Session:
         the other, since replies carry no request id.
         """
         if timeout is not None:
-            _check_positive("timeout", timeout)
+            check_positive("timeout", timeout)
         self._check_fork()  # before any lock: a forked child may inherit them taken
-        deadline = Deadline(self._request_timeout if timeout is None else timeout)
+        deadline = Deadline(self._options.request_timeout if timeout is None else timeout)
         _acquire(self._request_lock, deadline, "message history")
         try:
             session_id = self._require_open(deadline)
@@ -707,7 +694,11 @@ class Session:
     def _dial(self, key: str, timeout: float) -> socket.socket:
         """The WebSocket handshake, on the caller's thread (proxies, TLS, headers)."""
         return open_socket(
-            ws_session_url(), key, timeout=timeout, sslopt=self._sslopt, proxy=self._proxy
+            ws_session_url(),
+            key,
+            timeout=timeout,
+            sslopt=self._options.sslopt,
+            proxy=self._options.proxy,
         )
 
     def _attach(
@@ -718,10 +709,10 @@ class Session:
         connection = Connection(
             sock,
             self._sink,
-            max_message_size=self._max_message_size,
-            write_timeout=self._write_timeout,
-            ping_interval=self._ping_interval,
-            idle_timeout=self._idle_timeout,
+            max_message_size=self._options.max_message_size,
+            write_timeout=self._options.write_timeout,
+            ping_interval=self._options.ping_interval,
+            idle_timeout=self._options.idle_timeout,
         )
         with self._lock:
             if state is _State.RECONNECTING and (
@@ -745,7 +736,7 @@ class Session:
                 + (f" ({self._lost_reason})" if self._lost_reason else "")
             )
         if kind == "create_session":
-            frame = proto.encode_create_session(self._owner_type, self._owner_id)
+            frame = proto.encode_create_session(self._options.owner_type, self._options.owner_id)
         else:
             assert self._session_id
             frame = proto.encode_connect_session(self._session_id)
@@ -758,7 +749,7 @@ class Session:
             with self._lock:
                 self._replies.forget_locked(waiter)
         if not reply.ok:
-            target = self._session_id or f"{self._owner_type} {self._owner_id}"
+            target = self._session_id or f"{self._options.owner_type} {self._options.owner_id}"
             raise SessionRefusedError(f"the engine refused {kind} for {target!r}: {reply.error}")
         return reply
 
@@ -867,7 +858,7 @@ class Session:
                 self._connection = None
             self._inbound.release_held_locked([])
         connection.abort()
-        connection.finished.wait(self._close_timeout)
+        connection.finished.wait(self._options.close_timeout)
 
     def _reconnect_failed(self, reason: str, generation: int) -> None:
         with self._lock:
@@ -921,7 +912,11 @@ class Session:
     def _write_bound(self, deadline: Optional[Deadline]) -> float:
         """``write_timeout``, or less when the caller's own ``deadline`` (a request's
         total timeout) ends sooner."""
-        return self._write_timeout if deadline is None else deadline.slice(self._write_timeout)
+        return (
+            self._options.write_timeout
+            if deadline is None
+            else deadline.slice(self._options.write_timeout)
+        )
 
     def _reconnect_over(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s while the session is reconnecting; False if it
@@ -955,8 +950,8 @@ class Session:
         filename: Optional[str],
     ) -> str:
         """The frame of one ``send()``: arguments checked and encoded, nothing sent."""
-        _check_str("mime_type", mime_type, optional=True)
-        _check_str("filename", filename, optional=True)
+        check_str("mime_type", mime_type, optional=True)
+        check_str("filename", filename, optional=True)
         session_id = self._require_open()
         return proto.encode_send(
             session_id, content, files=files, mime_type=mime_type, filename=filename
@@ -1008,7 +1003,7 @@ class Session:
         wait for the end (bounded), let the callbacks finish."""
         reconnector = self._reconnector
         if reconnector is not None:
-            reconnector.stop(self._close_timeout)
+            reconnector.stop(self._options.close_timeout)
         with self._lock:
             self._generation += 1  # no attempt still under way may attach now
             connection = self._connection
@@ -1024,13 +1019,13 @@ class Session:
             if not connection.closed:
                 if goodbye is not None:
                     try:
-                        connection.send_text(goodbye, self._close_timeout)
+                        connection.send_text(goodbye, self._options.close_timeout)
                     except (SessionDisconnectedError, SessionTimeoutError):
                         pass
-                connection.send_close(1000, self._close_timeout)
-            if not connection.close(self._close_timeout):
+                connection.send_close(1000, self._options.close_timeout)
+            if not connection.close(self._options.close_timeout):
                 logger.warning("the I/O thread did not release the connection in time")
-        self._callbacks.wait(mailbox, self._close_timeout)
+        self._callbacks.wait(mailbox, self._options.close_timeout)
         with self._lock:
             self._set_state(_State.CLOSED)
             late, self._connection = self._connection, None
@@ -1072,20 +1067,6 @@ def _as_iterable(value: EventTypes) -> Optional[Iterable[Union[SessionEventType,
     if isinstance(value, (SessionEventType, str)):
         return (value,)
     return value
-
-
-def _check_str(name: str, value: Any, *, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, str):
-        raise ArgumentTypeError(f"{name} must be a str, not {type(value).__name__}")
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ArgumentTypeError(f"{name} must be a number of seconds, not {value!r}")
-    if not value > 0:
-        raise InvalidArgumentError(f"{name} must be positive, got {value!r}")
 
 
 @atexit.register
