@@ -70,13 +70,15 @@ def test_many_sessions_share_one_io_thread_that_ends_with_the_last(engine: Local
                    and not t.name.startswith("vectorshift-engine")]
         assert len(library) <= 2  # the I/O thread (and no thread per session)
     finally:
+        started = time.monotonic()
         for session in sessions[:-1]:
             session.disconnect()
+        # Each returned at once: none waited for a thread that others keep busy.
+        assert time.monotonic() - started < scaled(10)
         assert len(_io_threads()) == 1  # one session is still open
         last = _io_threads()[0]
         sessions[-1].disconnect()
-    last.join(scaled(2))
-    assert not last.is_alive(), "the I/O thread outlived the last session"
+    assert not last.is_alive(), "the I/O thread outlived the last session's disconnect()"
     # and it comes back for the next session
     with Session(owner_type="agent", owner_id=agent) as session:
         assert session.ask("again", timeout=scaled(10)).text == "pong again"
@@ -460,6 +462,21 @@ def test_a_callback_that_raises_system_exit_does_not_stop_the_pool(
             assert ended.wait(scaled(5)), "callbacks stopped after a SystemExit"
     finally:
         set_worker_limits(callbacks=8)
+
+
+def test_the_last_disconnect_returns_only_once_the_io_thread_has_ended(
+    engine: LocalEngine,
+) -> None:
+    # No join, no grace period: the moment disconnect() returns, the thread is gone.
+    agent = engine.add_agent("Echo", turn=lambda ctx: ctx.complete("hi"))
+    for i in range(30):
+        session = Session(owner_type="agent", owner_id=agent).connect()
+        if i % 3 == 0:
+            assert session.ask("hello", timeout=scaled(5)).text == "hi"
+        (thread,) = _io_threads()
+        session.disconnect()
+        assert not thread.is_alive(), f"the I/O thread outlived disconnect() (round {i})"
+        assert _io_threads() == []
 
 
 def test_disconnect_during_a_reconnect_back_off_ends_the_io_thread_at_once(

@@ -30,6 +30,8 @@ import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Set, Tuple
 
+from ._deadline import Deadline
+
 __all__ = ["IOLoop", "Handler", "Timer", "Waker", "io_loop"]
 
 logger = logging.getLogger(__name__)
@@ -101,6 +103,10 @@ class IOLoop:
         self._woken = False
         self._thread: Optional[threading.Thread] = None
         self._ident: Optional[int] = None
+        # The last disconnect() waits here for the thread to end (see wait_ended).
+        self._changed = threading.Condition(self._lock)
+        self._end_waiters = 0
+        self._ending: Optional[threading.Thread] = None  # left its loop, maybe not ended
         #: Consumers to wake once this round's ready sockets are all read (I/O thread
         #: only; see :meth:`_wake_consumers`).
         self.round_wakes: Set[Waker] = set()
@@ -120,6 +126,8 @@ class IOLoop:
             earliest = self._timers[0][0] if self._timers else None
             heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
             self._live_timers += 1
+            if self._end_waiters:
+                self._changed.notify_all()  # more work: the thread stays
             try:
                 if not self.on_loop_thread and (earliest is None or timer.when < earliest):
                     self._wake_locked()
@@ -148,6 +156,38 @@ class IOLoop:
             self._set_writer(handler, wanted)
         else:
             self.call_soon(lambda: self._set_writer(handler, wanted))
+
+    def wait_ended(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the thread to end when it has nothing left to
+        serve, so that no thread outlives the process's last session (called at the
+        end of ``disconnect()``; any thread but the I/O thread). Returns at once,
+        True, while other sessions or timers keep the thread busy; False only when
+        it was still winding down at the deadline.
+        """
+        deadline = Deadline(timeout)
+        with self._lock:
+            thread = self._thread
+            if thread is not None:
+                if self.on_loop_thread:
+                    return True
+                self._end_waiters += 1
+                try:
+                    # Pending calls may still remove the last handler: wait for them.
+                    while self._thread is thread and (
+                        self._calls or not (self._handlers or self._live_timers)
+                    ):
+                        if deadline.expired:
+                            return False
+                        self._changed.wait(deadline.remaining())
+                finally:
+                    self._end_waiters -= 1
+                if self._thread is thread:
+                    return True  # it serves others: it stays
+            ending = self._ending
+        if ending is not None and ending is not threading.current_thread():
+            ending.join(deadline.remaining())
+            return not ending.is_alive()
+        return True
 
     @property
     def on_loop_thread(self) -> bool:
@@ -253,11 +293,15 @@ class IOLoop:
                 call = calls = None  # type: ignore[assignment]  # hold no session between turns
                 timeout = self._next_timeout()
                 with self._lock:
+                    if self._end_waiters:
+                        self._changed.notify_all()  # the calls ran: handlers are current
                     if not self._handlers and not self._live_timers and not self._calls:
                         self._thread = None  # the next call_soon starts a new one
                         self._ident = None
+                        self._ending = threading.current_thread()
                         self._timers.clear()  # only cancelled ones are left
                         self._close_resources()
+                        self._changed.notify_all()
                         return
                     if self._calls:
                         timeout = 0.0
@@ -287,8 +331,10 @@ class IOLoop:
             with self._lock:
                 self._thread = None
                 self._ident = None
+                self._ending = threading.current_thread()
                 self._handlers.clear()
                 self._close_resources()
+                self._changed.notify_all()
             raise
 
     def _wake_consumers(self) -> None:

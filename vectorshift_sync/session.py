@@ -59,6 +59,7 @@ from ._connection import Connection, ConnectionSink, TransportClosed, open_socke
 from ._deadline import Deadline
 from ._fanout import FanOut, Listener, event_type_set
 from ._inbound import Inbound
+from ._ioloop import io_loop
 from ._options import SessionOptions, check_positive, check_str
 from ._protocol import Content, FileLike, SendManyItem, UserSessionMessage
 from ._reconnect import Reconnector
@@ -1032,6 +1033,9 @@ class Session:
         if late is not None and late is not connection:  # attached by a late attempt
             late.abort()
         _LIVE.discard(self)
+        if connection is not None and not io_loop().wait_ended(self._options.close_timeout):
+            # The process's last session: its I/O thread ends with it, not after.
+            logger.warning("the I/O thread did not end within the close timeout")
         logger.debug("session %s closed", self._session_id)
 
     def _forked(self) -> bool:
