@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any, Dict, List
 
 import pytest
@@ -330,3 +331,44 @@ def test_stop_does_not_return_while_a_backoff_timer_is_being_armed(
     assert stop_returned.wait(scaled(5.0)), "stop() never returned"
     assert armed_after_stop == [False], "stop() returned before the timer was armed"
     assert len(timers) == 1 and timers[0]._state == 2, "the armed timer was not cancelled"
+
+
+def test_a_back_off_that_cannot_be_armed_gives_up_instead_of_staying_busy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No I/O thread can start for the back-off timer (the process is out of threads
+    # or descriptors). The attempt must give up and go idle; it stayed "busy" for
+    # good, so every later stop() (each disconnect()) waited its whole timeout.
+    from vectorshift_sync import SessionConnectionError, SessionTimeoutError, _reconnect
+    from vectorshift_sync._reconnect import Reconnector
+
+    class _NoThread:
+        def call_later(self, delay: float, callback: Any) -> Any:
+            raise SessionConnectionError("could not start the I/O thread (out of threads)")
+
+    monkeypatch.setattr(_reconnect, "io_loop", _NoThread)
+    gave_up = threading.Event()
+    reasons: List[str] = []
+
+    def _attach(timeout: float, attempt: int, generation: int) -> None:
+        raise SessionTimeoutError("the dial timed out")  # recoverable: a pause follows
+
+    def _give_up(reason: str, generation: int) -> None:
+        reasons.append(reason)
+        gave_up.set()
+
+    reconnector = Reconnector(
+        ReconnectPolicy(max_attempts=5, max_time=scaled(10.0), base_delay=0.2, max_delay=0.2),
+        None,
+        connect_timeout=1.0,
+        session_id=lambda: "s1",
+        attach=_attach,
+        reconcile=lambda: None,
+        give_up=_give_up,
+    )
+    reconnector.start("dropped", 1)
+    assert gave_up.wait(scaled(5.0)), "the reconnector neither waited nor gave up"
+    assert "cannot wait to retry" in reasons[0] and "out of threads" in reasons[0]
+    started = time.monotonic()
+    reconnector.stop(scaled(3.0))
+    assert time.monotonic() - started < scaled(1.0), "stop() waited on a busy flag for ever set"

@@ -106,6 +106,8 @@ class IOLoop:
         # The last disconnect() waits here for the thread to end (see wait_ended).
         self._changed = threading.Condition(self._lock)
         self._end_waiters = 0
+        self._swaps = 0  # how many times the I/O thread took the queued calls
+        self._ran = 0  # the last swap whose calls have all run
         self._ending: Optional[threading.Thread] = None  # left its loop, maybe not ended
         #: Consumers to wake once this round's ready sockets are all read (I/O thread
         #: only; see :meth:`_wake_consumers`).
@@ -162,7 +164,7 @@ class IOLoop:
         serve, so that no thread outlives the process's last session (called at the
         end of ``disconnect()``; any thread but the I/O thread). Returns at once,
         True, while other sessions or timers keep the thread busy; False only when
-        it was still winding down at the deadline.
+        it was still winding down at the deadline. Sliced waits: Ctrl-C gets through.
         """
         deadline = Deadline(timeout)
         with self._lock:
@@ -170,24 +172,27 @@ class IOLoop:
             if thread is not None:
                 if self.on_loop_thread:
                     return True
+                # Calls queued now (one may remove the last handler) are taken by the
+                # next swap; wait until that swap's calls have run, no longer.
+                swap = self._swaps + 1 if self._calls else 0
                 self._end_waiters += 1
                 try:
-                    # Pending calls may still remove the last handler: wait for them.
                     while self._thread is thread and (
-                        self._calls or not (self._handlers or self._live_timers)
+                        self._ran < swap or not (self._handlers or self._live_timers)
                     ):
                         if deadline.expired:
                             return False
-                        self._changed.wait(deadline.remaining())
+                        self._changed.wait(deadline.slice())
                 finally:
                     self._end_waiters -= 1
                 if self._thread is thread:
                     return True  # it serves others: it stays
             ending = self._ending
-        if ending is not None and ending is not threading.current_thread():
-            ending.join(deadline.remaining())
-            return not ending.is_alive()
-        return True
+        if ending is None or ending is threading.current_thread():
+            return True
+        while ending.is_alive() and not deadline.expired:
+            ending.join(deadline.slice())
+        return not ending.is_alive()
 
     @property
     def on_loop_thread(self) -> bool:
@@ -287,12 +292,15 @@ class IOLoop:
             while True:
                 with self._lock:
                     calls, self._calls = self._calls, deque()
+                    self._swaps += 1
+                    swap = self._swaps
                     self._woken = False
                 for call in calls:
                     self._guard(call)
                 call = calls = None  # type: ignore[assignment]  # hold no session between turns
                 timeout = self._next_timeout()
                 with self._lock:
+                    self._ran = swap
                     if self._end_waiters:
                         self._changed.notify_all()  # the calls ran: handlers are current
                     if not self._handlers and not self._live_timers and not self._calls:

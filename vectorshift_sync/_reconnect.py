@@ -137,12 +137,21 @@ class Reconnector:
                     if self._stopped(generation):
                         self._idle.set()
                         return
-                    self._timer = io_loop().call_later(
-                        pause, partial(self._after_pause, generation)
+                    try:
+                        self._timer = io_loop().call_later(
+                            pause, partial(self._after_pause, generation)
+                        )
+                    except Exception as exc:  # no I/O thread could start for it
+                        failure: Optional[Exception] = exc
+                    else:
+                        failure = None
+                        if self._stopped(generation):
+                            self._timer.cancel()
+                        self._idle.set()
+                if failure is not None:  # give up (and go idle), never stay busy
+                    self._finish_with(
+                        f"{self._reason}; cannot wait to retry: {failure}", generation
                     )
-                    if self._stopped(generation):
-                        self._timer.cancel()
-                    self._idle.set()
                 return
             if not self._try(generation):
                 return

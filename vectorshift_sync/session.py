@@ -1032,8 +1032,9 @@ class Session:
             late, self._connection = self._connection, None
         if late is not None and late is not connection:  # attached by a late attempt
             late.abort()
+            late.finished.wait(self._options.close_timeout)
         _LIVE.discard(self)
-        if connection is not None and not io_loop().wait_ended(self._options.close_timeout):
+        if not io_loop().wait_ended(self._options.close_timeout):
             # The process's last session: its I/O thread ends with it, not after.
             logger.warning("the I/O thread did not end within the close timeout")
         logger.debug("session %s closed", self._session_id)
