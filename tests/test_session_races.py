@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 import pytest
 from conftest import scaled
@@ -282,6 +282,24 @@ def test_a_reply_completed_live_while_the_history_was_read_is_delivered_once() -
     assert inbound.held is None
 
 
+def _failing_reconnector(error: Exception, give_up: Callable[[str, int], None]) -> Any:
+    """A Reconnector whose every attempt raises ``error``, with 0.2 s back-offs."""
+    from vectorshift_sync._reconnect import Reconnector
+
+    def _attach(timeout: float, attempt: int, generation: int) -> None:
+        raise error
+
+    return Reconnector(
+        ReconnectPolicy(max_attempts=5, max_time=scaled(10.0), base_delay=0.2, max_delay=0.2),
+        None,
+        connect_timeout=1.0,
+        session_id=lambda: "s1",
+        attach=_attach,
+        reconcile=lambda: None,
+        give_up=give_up,
+    )
+
+
 def test_stop_does_not_return_while_a_backoff_timer_is_being_armed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -292,7 +310,6 @@ def test_stop_does_not_return_while_a_backoff_timer_is_being_armed(
     # Here call_later waits for stop() to return: it must not, until the timer is
     # armed and cancelled.
     from vectorshift_sync import SessionDisconnectedError, _reconnect
-    from vectorshift_sync._reconnect import Reconnector
 
     real_loop = _reconnect.io_loop()
     stop_returned = threading.Event()
@@ -310,17 +327,8 @@ def test_stop_does_not_return_while_a_backoff_timer_is_being_armed(
 
     monkeypatch.setattr(_reconnect, "io_loop", _SlowArming)
 
-    def _attach(timeout: float, attempt: int, generation: int) -> None:
-        raise SessionDisconnectedError("the server is away")
-
-    reconnector = Reconnector(
-        ReconnectPolicy(max_attempts=5, max_time=scaled(10.0), base_delay=0.2, max_delay=0.2),
-        None,
-        connect_timeout=1.0,
-        session_id=lambda: "s1",
-        attach=_attach,
-        reconcile=lambda: None,
-        give_up=lambda reason, generation: None,
+    reconnector = _failing_reconnector(
+        SessionDisconnectedError("the server is away"), lambda reason, generation: None
     )
 
     def _stop() -> None:
@@ -340,7 +348,6 @@ def test_a_back_off_that_cannot_be_armed_gives_up_instead_of_staying_busy(
     # or descriptors). The attempt must give up and go idle; it stayed "busy" for
     # good, so every later stop() (each disconnect()) waited its whole timeout.
     from vectorshift_sync import SessionConnectionError, SessionTimeoutError, _reconnect
-    from vectorshift_sync._reconnect import Reconnector
 
     class _NoThread:
         def call_later(self, delay: float, callback: Any) -> Any:
@@ -350,22 +357,12 @@ def test_a_back_off_that_cannot_be_armed_gives_up_instead_of_staying_busy(
     gave_up = threading.Event()
     reasons: List[str] = []
 
-    def _attach(timeout: float, attempt: int, generation: int) -> None:
-        raise SessionTimeoutError("the dial timed out")  # recoverable: a pause follows
-
     def _give_up(reason: str, generation: int) -> None:
         reasons.append(reason)
         gave_up.set()
 
-    reconnector = Reconnector(
-        ReconnectPolicy(max_attempts=5, max_time=scaled(10.0), base_delay=0.2, max_delay=0.2),
-        None,
-        connect_timeout=1.0,
-        session_id=lambda: "s1",
-        attach=_attach,
-        reconcile=lambda: None,
-        give_up=_give_up,
-    )
+    # A recoverable error: a pause follows each attempt.
+    reconnector = _failing_reconnector(SessionTimeoutError("the dial timed out"), _give_up)
     reconnector.start("dropped", 1)
     assert gave_up.wait(scaled(5.0)), "the reconnector neither waited nor gave up"
     assert "cannot wait to retry" in reasons[0] and "out of threads" in reasons[0]

@@ -142,16 +142,14 @@ class Reconnector:
                             pause, partial(self._after_pause, generation)
                         )
                     except Exception as exc:  # no I/O thread could start for it
-                        failure: Optional[Exception] = exc
+                        failure = exc
                     else:
-                        failure = None
                         if self._stopped(generation):
                             self._timer.cancel()
                         self._idle.set()
-                if failure is not None:  # give up (and go idle), never stay busy
-                    self._finish_with(
-                        f"{self._reason}; cannot wait to retry: {failure}", generation
-                    )
+                        return
+                # Give up (going idle) outside the lock, never stay busy for good.
+                self._finish_with(f"{self._reason}; cannot wait to retry: {failure}", generation)
                 return
             if not self._try(generation):
                 return
