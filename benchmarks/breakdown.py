@@ -10,7 +10,7 @@ framing fast path that slices plain text frames and hands the rest to websockets
 sans-I/O ``Protocol``) over an in-memory socket that hands out the wire bytes 64 KiB
 per ``recv()`` (so no system call is timed), with websockets' ``Protocol`` alone for
 reference; then ``parse_frame``, split into its JSON decode (msgspec) and the event
-build; then the session's sink and ``Session._on_messages`` (parse, route, fan-out);
+build; then the session's sink and ``Link.on_messages`` (parse, route, fan-out);
 then ``next()`` on a ``listen()`` iterator. The target line is the I/O thread's cost
 per delta: framing + parse + route. These are private parts of the library; the
 session stages are shown as n/a if they change.
@@ -164,20 +164,21 @@ def main() -> int:
     filling = best_us(fill)
     rows.append(("SubscriberQueue.take", best_us(take) - filling))
     try:
-        from vectorshift_sync.session import Session, _State
+        from vectorshift_sync._link import LinkState
+        from vectorshift_sync.session import Session
 
         session = Session(owner_type="agent", owner_id="x", session_id=SID)
-        session._state = _State.OPEN  # no socket: only the routing is timed
+        session._link.state = LinkState.OPEN  # no socket: only the routing is timed
         listener = session.listen(maxsize=0)
         pending = listener._queue
-        sink = session._sink
+        sink = session._link._sink
 
         def routing() -> None:
             # As the I/O thread does: each read's frames go through the session's
-            # sink to _on_messages (parsed, then routed under one lock hold).
+            # sink to Link.on_messages (parsed, then routed under one lock hold).
             pending.clear()
             conn = connection(sink)
-            session._connection = conn  # the sink serves the session's connection only
+            session._link.connection = conn  # the sink serves the session's connection only
             wire = conn._sock
             while wire.left:  # type: ignore[attr-defined]
                 conn.on_readable()
@@ -185,7 +186,7 @@ def main() -> int:
         total = best_us(routing) - framing
         if pending.qsize() != N:
             raise RuntimeError(f"the listener got {pending.qsize()} of {N} events")
-        rows.append(("Session._on_messages: parse_frame + route + fan-out + offer", total))
+        rows.append(("Link.on_messages: parse_frame + route + fan-out + offer", total))
         rows.append(("  of which route + fan-out + offer", total - parse))
         rows.append(("receive cost on the I/O thread: framing + parse + route", framing + total))
 
@@ -204,8 +205,8 @@ def main() -> int:
         budget = framing + total + rows[-1][1]
         rows.append(("sum: one delta through the I/O thread and the consumer", budget))
         rows.append((f"  = {1e6 / budget:,.0f} events/s on one core, with no thread hand-off", 0.0))
-        session._connection = None
-        session._state = _State.CLOSED  # nothing to say goodbye to at exit
+        session._link.connection = None
+        session._link.state = LinkState.CLOSED  # nothing to say goodbye to at exit
     except Exception as exc:  # session internals changed
         rows.append((f"session stages n/a ({type(exc).__name__}: {exc})", float("nan")))
     print(f"per message_delta, single thread, best of 5 over {N:,} frames (us):")

@@ -6,11 +6,11 @@ steady 2,000/s, each stamped with the sender's ``time.monotonic()``; one
 the receive path split every delta's latency into: the wake-up (the engine's write,
 loopback, and the kernel waking the I/O thread, ``vectorshift-io``, out of its
 ``select()``), the read and WebSocket framing (``Connection.on_readable`` up to the
-hand-off to the session), parsing and routing (``Session._on_messages`` up to the
+hand-off to the session), parsing and routing (``Link.on_messages`` up to the
 offer to the listener's queue), and the hand-over to the consumer (its thread
 waking and ``next()`` returning). It also checks that every delta was read on the
 I/O thread: consumers only ever wait on their own queue. The stages wrap private
-parts of the library (the I/O loop's selector, ``Session._on_messages`` and
+parts of the library (the I/O loop's selector, ``Link.on_messages`` and
 ``Inbound.publish_locked``): a measuring tool, not an example.
 
 Unlike ``breakdown.py`` (hot loops, best of 5) this is the cold path: between two
@@ -38,6 +38,7 @@ from run import start_engine, stop_engine  # noqa: E402
 
 from vectorshift_sync import _ioloop  # noqa: E402
 from vectorshift_sync._inbound import Inbound  # noqa: E402
+from vectorshift_sync._link import Link  # noqa: E402
 from vectorshift_sync.events import SessionEventType  # noqa: E402
 from vectorshift_sync.session import Session  # noqa: E402
 
@@ -73,7 +74,7 @@ def _instrument() -> None:
     shim = types.SimpleNamespace(**vars(selectors))
     shim.DefaultSelector = _TimedSelector
     _ioloop.selectors = shim  # type: ignore[attr-defined]
-    on_messages = Session._on_messages
+    on_messages = Link.on_messages
     publish = Inbound.publish_locked
 
     def timed_route(self: Any, connection: Any, raws: List[bytes]) -> None:
@@ -88,7 +89,7 @@ def _instrument() -> None:
             if event.type is DELTA:
                 _by_index[event.data["index"]] = record
 
-    Session._on_messages = timed_route  # type: ignore[method-assign]
+    Link.on_messages = timed_route  # type: ignore[method-assign]
     Inbound.publish_locked = noted_publish  # type: ignore[method-assign]
 
 

@@ -109,7 +109,7 @@ def test_breakdown_times_every_stage() -> None:
         "JSON decode",
         "event build",
         "parse_frame",
-        "Session._on_messages",
+        "Link.on_messages",
         "route + fan-out",
         "receive cost on the I/O thread",
         "next(listener)",

@@ -271,7 +271,7 @@ def high_descriptors() -> Iterator[None]:
 def test_a_session_on_a_descriptor_above_fd_setsize_works(local_engine: LocalEngine) -> None:
     agent = local_engine.add_agent("Echo", turn=lambda ctx: ctx.stream("pong " + ctx.text))
     with Session(owner_type="agent", owner_id=agent) as session:
-        connection = session._connection
+        connection = session._link.connection
         assert connection is not None and connection.fileno() > 1024
         assert session.ask("ping", timeout=scaled(10)).text == "pong ping"
 

@@ -154,7 +154,7 @@ def test_a_reader_starved_past_idle_timeout_with_bytes_waiting_is_not_half_open(
     agent = engine.add_agent("Story", turn=_slow_story)
     session = _fast_session(agent, ping_interval=5.0, idle_timeout=0.5).connect()
     try:
-        route = session._on_messages
+        route = session._link.on_messages
         stalled: List[int] = []
         read_again = threading.Event()
 
@@ -167,7 +167,7 @@ def test_a_reader_starved_past_idle_timeout_with_bytes_waiting_is_not_half_open(
                     stalled.append(1)
                     time.sleep(1.0)  # the fault: the engine streams on; nobody reads
 
-        session._on_messages = stall_once  # type: ignore[method-assign]
+        session._link.on_messages = stall_once  # type: ignore[method-assign]
         session.send("tell me a story")  # nobody listens: the reader reads it all
         # Past the stall the same reader must read on, not declare the link dead.
         assert read_again.wait(scaled(5)), "the reader gave up on a live link"
@@ -176,7 +176,7 @@ def test_a_reader_starved_past_idle_timeout_with_bytes_waiting_is_not_half_open(
         assert not [e for e in events if e.type is E.ERROR]
         replies = [e.text for e in events if e.is_complete and e.is_from_agent]
         assert replies == ["Once upon a time there was a very patient websocket."]
-        assert session.is_connected and session._reconnect_attempts == 0
+        assert session.is_connected and session._link.reconnect_attempts == 0
     finally:
         session.disconnect()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import operator
 import os
 import select
 import signal
@@ -243,7 +244,7 @@ def test_a_forked_child_gets_an_io_thread_of_its_own(engine: LocalEngine, agent_
 # lock, a connect() holding the lifecycle lock. Those threads do not exist in the child
 # and their locks stay taken there forever, so nothing the child can call may wait for
 # them. Held here by the forking thread, which simulates each race deterministically.
-_LOCKS = ("_lock", "_request_lock", "_lifecycle")
+_LOCKS = ("_lock", "_link._request_lock", "_link.lifecycle")
 
 def _session_only(use: Callable[[Session], Any]) -> Callable[[Session, Any], Any]:
     return lambda session, listener: use(session)
@@ -281,7 +282,7 @@ def test_the_child_never_waits_for_a_lock_the_parents_threads_held(
 ) -> None:
     with Session(owner_type="agent", owner_id=agent_id) as session:
         listener = session.listen()
-        locks = [getattr(session, attr) for attr in _LOCKS]
+        locks = [operator.attrgetter(attr)(session) for attr in _LOCKS]
         call = _CHILD_CALLS[name]
 
         def child() -> Dict[str, Any]:

@@ -282,8 +282,9 @@ def test_a_non_utf8_or_malformed_frame_is_skipped_with_a_warning_and_the_stream_
     logged and skipped, and the frames after it, in the same read, still arrive."""
     from vectorshift_sync._connection import Connection
     from vectorshift_sync._ioloop import IOLoop
+    from vectorshift_sync._link import LinkState
     from vectorshift_sync.events import SessionEventType
-    from vectorshift_sync.session import Session, _State
+    from vectorshift_sync.session import Session
 
     sid = "6b0192833d1ed31d66c7965c"
 
@@ -303,17 +304,17 @@ def test_a_non_utf8_or_malformed_frame_is_skipped_with_a_warning_and_the_stream_
     caplog.set_level(logging.WARNING, logger="vectorshift_sync")
     ours, server = socket.socketpair()
     session = Session(owner_type="agent", owner_id="x", session_id=sid)
-    session._state = _State.OPEN  # no engine: the connection is this socket pair
+    session._link.state = LinkState.OPEN  # no engine: the connection is this socket pair
     connection = Connection(
         ours,
-        session._sink,
+        session._link._sink,
         max_message_size=None,
         write_timeout=5.0,
         ping_interval=30.0,
         idle_timeout=60.0,
         loop=IOLoop(),  # never started: on_readable is called here
     )
-    session._connection = connection
+    session._link.connection = connection
     try:
         listener = session.listen(event_types=[SessionEventType.PONG], timeout=scaled(5))
         server.sendall(wire)
@@ -325,7 +326,7 @@ def test_a_non_utf8_or_malformed_frame_is_skipped_with_a_warning_and_the_stream_
         assert all(r.levelno == logging.WARNING for r in skipped)
         assert not connection.closed
     finally:
-        session._connection = None
-        session._state = _State.CLOSED
+        session._link.connection = None
+        session._link.state = LinkState.CLOSED
         connection._finish(TransportClosed("test over", clean=True))
         server.close()

@@ -297,7 +297,7 @@ def test_a_failure_while_routing_on_the_io_thread_reconnects(engine: LocalEngine
     agent = engine.add_agent("Paced", turn=_paced)
     policy = ReconnectPolicy(max_attempts=20, max_time=scaled(3.0), base_delay=0.02)
     with Session(owner_type="agent", owner_id=agent, reconnect=policy) as session:
-        route = session._on_messages
+        route = session._link.on_messages
         failed: List[int] = []
 
         def once(connection: Any, raws: List[bytes]) -> None:
@@ -306,7 +306,7 @@ def test_a_failure_while_routing_on_the_io_thread_reconnects(engine: LocalEngine
                 raise RuntimeError("a bug while routing")
             route(connection, raws)
 
-        session._on_messages = once  # type: ignore[method-assign]
+        session._link.on_messages = once  # type: ignore[method-assign]
         listener = session.listen(timeout=scaled(10))
         session.send("go")
         events = []
@@ -497,7 +497,7 @@ def test_disconnect_during_a_reconnect_back_off_ends_the_io_thread_at_once(
     try:
         engine.drop_connections()
         assert backing_off.wait(scaled(5))
-        reconnector = session._reconnector
+        reconnector = session._link.reconnector
         assert reconnector is not None
         deadline = time.monotonic() + scaled(5)
         while reconnector._timer is None:  # the back-off is armed on the I/O thread

@@ -27,6 +27,7 @@ from conftest import scaled
 from engine_process import EngineProcess
 
 from vectorshift_sync import SessionEventType
+from vectorshift_sync._link import Link
 from vectorshift_sync.session import Session
 
 E = SessionEventType
@@ -97,7 +98,7 @@ def test_2000_sessions_leave_threads_fds_and_memory_at_baseline(
             monkeypatch.setenv(name, value)
         agent_id = engine.agent_id()
         gc.collect()
-        sessions_before = {id(o) for o in gc.get_objects() if type(o) is Session}
+        sessions_before = {id(o) for o in gc.get_objects() if type(o) in (Session, Link)}
         threads_before = sorted(t.name for t in threading.enumerate())
         os_threads_before = _os_threads()
         fds_before = _fds()
@@ -138,9 +139,11 @@ def test_2000_sessions_leave_threads_fds_and_memory_at_baseline(
         assert _os_threads() <= os_threads_before
         assert not fds_after - fds_before
         kept = [
-            o for o in gc.get_objects() if type(o) is Session and id(o) not in sessions_before
+            o
+            for o in gc.get_objects()
+            if type(o) in (Session, Link) and id(o) not in sessions_before
         ]
-        assert not kept, f"{len(kept)} closed sessions are still referenced"
+        assert not kept, f"{len(kept)} closed sessions (or their links) are still referenced"
         assert traced_end - traced_warm < TRACED_GROWTH_LIMIT, "\n".join(map(str, top))
         assert rss_end - rss_warm < RSS_GROWTH_LIMIT
 

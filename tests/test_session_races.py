@@ -42,15 +42,15 @@ def test_a_late_handshake_ack_does_not_hold_back_every_later_event(engine: Local
     try:
         sid = session.session_id
         assert sid
-        drop = session._drop
+        drop = session._link.drop
         late: List[int] = []
 
         def drop_then_late_ack(connection: Any) -> None:
             drop(connection)
             late.append(1)
-            session._on_messages(connection, [_ack(sid)])  # as the I/O thread, a moment late
+            session._link.on_messages(connection, [_ack(sid)])  # as the I/O thread, a moment late
 
-        session._drop = drop_then_late_ack  # type: ignore[method-assign]
+        session._link.drop = drop_then_late_ack  # type: ignore[method-assign]
         errors = session.listen(event_types=[E.ERROR], timeout=scaled(5))
         engine.faults.ignore = {"connect_session"}  # the attempt's ack never comes in time
         engine.drop_connections()
@@ -79,15 +79,15 @@ def test_events_read_while_disconnecting_are_not_replayed_after_the_next_connect
     try:
         sid = session.session_id
         assert sid
-        route = session._on_messages
+        route = session._link.on_messages
         routed = threading.Event()
 
         def noting(connection: Any, raws: List[bytes]) -> None:
             route(connection, raws)
             routed.set()
 
-        session._on_messages = noting  # type: ignore[method-assign]
-        connection = session._connection
+        session._link.on_messages = noting  # type: ignore[method-assign]
+        connection = session._link.connection
         assert connection is not None
         send_close = connection.send_close
 
@@ -138,7 +138,7 @@ def test_a_reconnect_attempt_that_outlives_disconnect_never_attaches_to_a_later_
         on_reconnect=hold_the_second_cycle,
         close_timeout=scaled(0.3),
     )
-    dial = session._dial
+    dial = session._link._dial
 
     def hold_the_first_attempt(key: str, timeout: float) -> Any:
         if threading.current_thread().name.startswith("vectorshift-reconnect"):
@@ -147,7 +147,7 @@ def test_a_reconnect_attempt_that_outlives_disconnect_never_attaches_to_a_later_
                 assert release_stale.wait(scaled(10))
         return dial(key, timeout)
 
-    session._dial = hold_the_first_attempt  # type: ignore[method-assign]
+    session._link._dial = hold_the_first_attempt  # type: ignore[method-assign]
     session.connect()
     try:
         engine.drop_connections()
@@ -176,12 +176,12 @@ def test_a_reconnect_attempt_that_outlives_disconnect_never_attaches_to_a_later_
 def test_a_failure_while_recovering_history_still_releases_the_held_events(
     engine: LocalEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import vectorshift_sync.session as session_module
+    import vectorshift_sync._link as link_module
 
     def broken(*args: Any) -> List[Any]:
         raise RuntimeError("a bug while reading the history")
 
-    monkeypatch.setattr(session_module, "missed_replies", broken)
+    monkeypatch.setattr(link_module, "missed_replies", broken)
     agent = engine.add_agent("Echo", turn=lambda ctx: ctx.complete("hi"))
     policy = ReconnectPolicy(max_attempts=20, max_time=scaled(5.0), base_delay=0.02)
     with Session(owner_type="agent", owner_id=agent, reconnect=policy) as session:
@@ -250,7 +250,7 @@ def test_the_ids_of_delivered_replies_are_bounded(engine: LocalEngine) -> None:
                 if event.message_id == f"m{count - 1}":
                     break
         assert ids == [f"m{n}" for n in range(count)]  # every reply was delivered
-        delivered = session._inbound.delivered
+        delivered = session._link.inbound.delivered
         assert len(delivered) == keep  # only the memory of them is bounded
         assert f"m{count - 1}" in delivered and "m0" not in delivered
 

@@ -149,7 +149,7 @@ class TurnFollower:
         session._turn_line.settle(deadline, timeout)
         listener = _Listener(session, session._subscribe(None, 0, fresh=True), None)
         try:
-            session._send_frame(frame)
+            session._link.send_frame(frame)
         except BaseException:
             listener.close()
             raise
@@ -214,7 +214,7 @@ class TurnFollower:
             listener.close()
 
     def _closed_message(self) -> str:
-        reason = self.session._lost_reason
+        reason = self.session._link.lost_reason
         return "the session closed before the turn ended" + (f" ({reason})" if reason else "")
 
 
