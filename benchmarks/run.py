@@ -12,7 +12,10 @@ every variant once, in a rotated order, and the table shows medians.
 * Latency: server send to consumer's hands at a paced rate (CLOCK_MONOTONIC is one
   clock for every process on Linux), and the client's CPU per event at that pace:
   with one event per wake-up, that is what a wake-up costs, whoever the client is.
-* Connect: ``create_session()`` + ``connect()``, warm.
+* Connect: ``create_session()`` + ``connect()``, warm; then again over ``wss://``
+  the way production connects: the server's certificate is signed by a CA in the
+  default store (a ``trustme`` CA added to the system's bundle, ``SSL_CERT_FILE``),
+  and neither side is given TLS settings.
 * Scale: many sessions streaming at once in one fresh process (ours): threads, RSS,
   events lost with unbounded listeners.
 
@@ -30,9 +33,11 @@ import json
 import os
 import platform
 import select
+import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
@@ -151,9 +156,11 @@ def _sdk_version(python: Path) -> Optional[str]:
 # --- the run ---------------------------------------------------------------------------
 
 
-def start_engine(log: IO[str]) -> Tuple[subprocess.Popen, Dict[str, Any]]:  # type: ignore[type-arg]
+def start_engine(
+    log: IO[str], extra: Sequence[str] = ()
+) -> Tuple[subprocess.Popen, Dict[str, Any]]:  # type: ignore[type-arg]
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "engine.py")],
+        [sys.executable, str(HERE / "engine.py"), *extra],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=log,
@@ -175,6 +182,88 @@ def stop_engine(proc: "subprocess.Popen[str]") -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def start_drivers(env: Dict[str, str], python: Optional[Path], log: IO[str]) -> Dict[str, Driver]:
+    """Ours (this interpreter) and, with ``python``, the official SDK's."""
+    drivers = {"sync": Driver("sync", [sys.executable, str(HERE / "sync_driver.py")], env, log)}
+    if python is not None:
+        official_env = dict(env)
+        for name in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"):
+            official_env.pop(name, None)
+        drivers["official"] = Driver(
+            "official", [str(python), str(HERE / "official_driver.py")], official_env, log
+        )
+    return drivers
+
+
+def make_tls(directory: str) -> Dict[str, str]:
+    """A throwaway CA (``ca``) and a certificate for 127.0.0.1 (``cert``, ``key``)."""
+    import trustme
+
+    ca = trustme.CA()
+    paths = {name: os.path.join(directory, f"{name}.pem") for name in ("ca", "cert", "key")}
+    ca.cert_pem.write_to_path(paths["ca"])
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    server.private_key_pem.write_to_path(paths["key"])
+    with open(paths["cert"], "wb") as handle:
+        for blob in server.cert_chain_pems:
+            handle.write(blob.bytes())
+    return paths
+
+
+def system_bundle() -> Optional[str]:
+    """The CA bundle a default TLS context loads on this machine, if it is a file."""
+    paths = ssl.get_default_verify_paths()
+    for path in (paths.cafile, paths.openssl_cafile):
+        if path and os.path.isfile(path):
+            return path
+    return None
+
+
+def wss_connects(
+    args: argparse.Namespace, python: Optional[Path], log: IO[str]
+) -> Dict[str, Any]:
+    """``connect_times`` over ``wss://`` with the engine's CA in the default store.
+
+    Both sides get the same environment: ``SSL_CERT_FILE`` (OpenSSL's default store,
+    read by websocket-client's and aiohttp's default contexts) and
+    ``REQUESTS_CA_BUNDLE`` (the HTTP fetch of the agent) name the system's bundle with
+    the CA appended, so a context costs what it costs in production."""
+    with tempfile.TemporaryDirectory() as directory:
+        tls = make_tls(directory)
+        system = system_bundle()
+        bundle = os.path.join(directory, "bundle.pem")
+        with open(bundle, "wb") as out:
+            for path in ([system] if system else []) + [tls["ca"]]:
+                with open(path, "rb") as part:
+                    out.write(part.read().rstrip(b"\n") + b"\n")
+        engine, info = start_engine(log, ["--cert", tls["cert"], "--key", tls["key"]])
+        env = _clean_env(
+            {
+                **info["env"],
+                "VS_BENCH_AGENTS": json.dumps(info["agents"]),
+                "SSL_CERT_FILE": bundle,
+                "REQUESTS_CA_BUNDLE": bundle,
+            }
+        )
+        for name in ("SSL_CERT_DIR", "WEBSOCKET_CLIENT_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            env.pop(name, None)
+        found: Dict[str, Any] = {"bundle": system or "(none: the CA alone)"}
+        drivers: Dict[str, Driver] = {}
+        try:
+            drivers = start_drivers(env, python, log)
+            for rep in range(args.reps):
+                for side in rotated(sorted(drivers), rep):
+                    result = drivers[side].ask({"op": "connect", "count": args.connects})
+                    if "error" in result:
+                        print(f"  connect_wss {side}: {result['error']}", file=sys.stderr)
+                    found.setdefault(side, []).append(result)
+        finally:
+            for driver in drivers.values():
+                driver.close()
+            stop_engine(engine)
+    return found
 
 
 def rotated(items: Sequence[Any], k: int) -> List[Any]:
@@ -203,14 +292,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     env = _clean_env({**info["env"], "VS_BENCH_AGENTS": json.dumps(info["agents"])})
     drivers: Dict[str, Driver] = {}
     try:
-        drivers["sync"] = Driver("sync", [sys.executable, str(HERE / "sync_driver.py")], env, logs)
-        if python is not None:
-            official_env = dict(env)
-            for name in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"):
-                official_env.pop(name, None)
-            drivers["official"] = Driver(
-                "official", [str(python), str(HERE / "official_driver.py")], official_env, logs
-            )
+        drivers = start_drivers(env, python, logs)
         only = set(args.only.split(",")) if args.only else None
         tput = [v for v in THROUGHPUT_VARIANTS if v[1] in drivers]
         lat = [v for v in LATENCY_VARIANTS if v[1] in drivers]
@@ -245,6 +327,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         for driver in drivers.values():
             driver.close()
         drivers.clear()
+        if only is None or "connect" in only:
+            results["connect_wss"] = wss_connects(args, python, logs)
         if "load" in results:  # before the scale test's sessions count as load
             results["load"][1] = os.getloadavg()[0]
         if only is not None and "scale" not in only:
@@ -489,6 +573,19 @@ def _connect(results: Dict[str, Any], args: argparse.Namespace, targets: List[st
     if official_c and ours_c:
         ratio = ours_c / official_c
         targets.append(f"{_verdict(ratio <= 1.3)} connect <= 1.3x official: {ratio:.2f}x")
+    wss = results.get("connect_wss")
+    if wss:
+        official_w = _median(wss.get("official", []), "median_ms")
+        ours_w = _median(wss.get("sync", []), "median_ms")
+        lines.append(
+            "  over wss://, the CA in the default store (production's case), bundle "
+            f"{wss['bundle']}:"
+        )
+        if official_w is not None:
+            lines.append(f"  {'official SDK':54} {_f(official_w, 2):>9} ms")
+        lines.append(
+            f"  {'ours':54} {_f(ours_w, 2):>9} ms  {_ratio(ours_w, official_w)} of official"
+        )
     return lines
 
 

@@ -68,6 +68,7 @@ from run import (  # noqa: E402
     _readline,
     _shown,
     machine,
+    make_tls,
     official_python,
     versions,
 )
@@ -217,20 +218,6 @@ class Runner:
                     proc.wait()
 
 
-def _make_tls(directory: str) -> Dict[str, str]:
-    import trustme
-
-    ca = trustme.CA()
-    paths = {name: os.path.join(directory, f"{name}.pem") for name in ("ca", "cert", "key")}
-    ca.cert_pem.write_to_path(paths["ca"])
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    server.private_key_pem.write_to_path(paths["key"])
-    with open(paths["cert"], "wb") as handle:
-        for blob in server.cert_chain_pems:
-            handle.write(blob.bytes())
-    return paths
-
-
 def _sides(runner: Runner) -> List[str]:
     return (["official"] if runner.official is not None else []) + ["ours"]
 
@@ -277,7 +264,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                         row["rep"] = repetition
                         rows.append(row)
         if args.tls:
-            runner.tls = _make_tls(tmp)
+            runner.tls = make_tls(tmp)
             for n, deltas in ((1, args.tls_one_deltas), (args.tls_n, args.deltas)):
                 for side in _sides(runner):
                     for form in args.forms if side == "ours" else ["listen"]:

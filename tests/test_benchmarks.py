@@ -85,12 +85,16 @@ def test_quick_benchmark_prints_the_table(tmp_path: Path, official: bool) -> Non
     # The paced run also gives the client's CPU per event (one wake-up per event).
     assert "CPU us/ev" in out, out
     assert re.search(r"with the I/O thread already running .* \d+\.\d\d ms", out), out
+    # Connect over wss:// as production does: the CA in the default store, no sslopt.
+    assert re.search(r"^  ours +\d+\.\d\d ms", out, re.M), out
+    assert "over wss://, the CA in the default store" in out, out
     assert re.search(r"^  ours listen\(\) .* \d+\.\d +\S+$", out, re.M), out
     paced = json.loads(results.read_text())["latency"]["sync:listen"]
     assert all(run["cpu_us_per_event"] > 0 for run in paced), paced
     if official:
         assert "official: NOT MEASURED" not in out, out
         assert "(b) official SDK listen()" in out, out
+        assert re.search(r"^  official SDK +\d+\.\d\d ms", out, re.M), out
         assert re.search(r"\(c\) ours listen\(\) +[\d,]+ +\S* +\d+\.\d\dx", out), out
     else:
         assert "official: NOT MEASURED" in out, out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 import ssl
 from pathlib import Path
 from typing import Iterator
@@ -227,3 +228,84 @@ def test_fault_controls_work_over_tls(engine: LocalEngine, agent_id: str, ca_fil
             engine.faults.half_open = True
             lost = next(e for e in events if e.type is E.ERROR)
         assert "half-open" in lost.data["reason"]
+
+
+# --- one TLS context per setting ---------------------------------------------------------
+
+
+def _context_of(session: Session) -> ssl.SSLContext:
+    connection = session._link.connection
+    assert connection is not None
+    sock = connection._sock
+    assert isinstance(sock, ssl.SSLSocket)
+    return sock.context
+
+
+def test_connects_with_the_same_tls_settings_share_one_context(
+    engine: LocalEngine, agent_id: str, ca_file: str
+) -> None:
+    """websocket-client would build a context (and load the CA) for every connect;
+    the same settings get the same verifying context, a renewed CA file a new one."""
+    contexts = []
+    for _ in range(2):
+        with Session(owner_type="agent", owner_id=agent_id, sslopt={"ca_certs": ca_file}) as s:
+            assert s.ask("hi", timeout=scaled(10)).text == REPLY
+            contexts.append(_context_of(s))
+    first, second = contexts
+    assert first is second
+    assert first.verify_mode is ssl.CERT_REQUIRED and first.check_hostname
+
+    other = Session(
+        owner_type="agent",
+        owner_id=agent_id,
+        sslopt={"ca_certs": ca_file, "check_hostname": False},
+    )
+    with other:
+        assert _context_of(other) is not first
+        assert not _context_of(other).check_hostname
+
+    Path(ca_file).write_bytes(Path(ca_file).read_bytes())  # renewed: a new mtime
+    stamp = Path(ca_file).stat()
+    os.utime(ca_file, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))
+    with Session(owner_type="agent", owner_id=agent_id, sslopt={"ca_certs": ca_file}) as s:
+        assert _context_of(s) is not first
+
+
+def test_other_tls_settings_are_left_to_websocket_client(
+    engine: LocalEngine, agent_id: str, ca_file: str, tmp_path: Path
+) -> None:
+    """Settings the shared context is not built from (here ciphers) get
+    websocket-client's own context per connect; a CA file that cannot be read is
+    reported by websocket-client as before."""
+    sslopt = {"ca_certs": ca_file, "ciphers": "ECDHE+AESGCM"}
+    contexts = []
+    for _ in range(2):
+        with Session(owner_type="agent", owner_id=agent_id, sslopt=sslopt) as session:
+            assert session.ask("hi", timeout=scaled(10)).text == REPLY
+            contexts.append(_context_of(session))
+    assert contexts[0] is not contexts[1]
+
+    missing = str(tmp_path / "no-such-ca.pem")
+    session = Session(owner_type="agent", owner_id=agent_id, sslopt={"ca_certs": missing})
+    with pytest.raises(SessionConnectionError, match="CA certificate loading failed"):
+        session.connect()
+
+
+def test_the_shared_context_follows_websocket_client_rules() -> None:
+    from vectorshift_sync._tls import with_shared_context
+
+    assert with_shared_context("ws://127.0.0.1:1/ws", None) is None
+    assert with_shared_context("ws://h/ws", {"ca_certs": "x"}) == {"ca_certs": "x"}
+    insecure = with_shared_context("wss://h/ws", {"cert_reqs": ssl.CERT_NONE})
+    assert insecure is not None
+    assert insecure["context"].verify_mode is ssl.CERT_NONE
+    assert not insecure["context"].check_hostname
+    # websocket-client refuses this combination itself: it is left to say so.
+    refused = {"cert_reqs": ssl.CERT_NONE, "check_hostname": True}
+    assert with_shared_context("wss://h/ws", refused) == refused
+    mine = ssl.create_default_context()
+    assert with_shared_context("wss://h/ws", {"context": mine}) == {"context": mine}
+    default = with_shared_context("WSS://h/ws", {"server_hostname": "vectorshift.example"})
+    assert default is not None and default["server_hostname"] == "vectorshift.example"
+    assert default["context"].verify_mode is ssl.CERT_REQUIRED
+    assert default["context"] is with_shared_context("wss://other/ws", None)["context"]

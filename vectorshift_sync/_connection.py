@@ -1,7 +1,8 @@
 """One WebSocket connection: websocket-client dials, the I/O thread reads, callers write.
 
 websocket-client does what it is good at: the HTTP upgrade, proxies, TLS options,
-headers, on the caller's thread (:func:`open_socket`). The socket is then made
+headers, on the caller's thread (:func:`open_socket`; its TLS context is built once
+per setting by :mod:`._tls`). The socket is then made
 non-blocking and handed to the process's I/O thread (:mod:`._ioloop`), which reads it
 whenever it is ready and feeds the bytes to websockets' sans-I/O ``Protocol``: frames,
 pings, the close handshake. websocket-client's own ``recv()`` and ``close()`` are
@@ -45,6 +46,7 @@ from websockets.protocol import Protocol, Side, State
 from ._deadline import Deadline
 from ._ioloop import Handler, IOLoop, Timer, io_loop
 from ._redaction import masking
+from ._tls import with_shared_context
 from .errors import (
     SessionConnectionError,
     SessionDisconnectedError,
@@ -810,7 +812,7 @@ def open_socket(
                 header=[f"Authorization: Bearer {api_key}"],
                 suppress_origin=True,
                 skip_utf8_validation=True,
-                sslopt=dict(sslopt) if sslopt else None,
+                sslopt=with_shared_context(url, sslopt),
                 **options,
             )
     except websocket.WebSocketBadStatusException as exc:
