@@ -479,6 +479,71 @@ def test_the_last_disconnect_returns_only_once_the_io_thread_has_ended(
         assert _io_threads() == []
 
 
+def _slow_to_exit(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Pool workers linger after leaving their loop, as a busy machine makes them."""
+    loop = WorkerPool._work_loop
+
+    def lingering(self: WorkerPool) -> None:
+        loop(self)
+        time.sleep(seconds)
+
+    monkeypatch.setattr(WorkerPool, "_work_loop", lingering)
+
+
+def _workers() -> List[threading.Thread]:
+    return [
+        t
+        for t in threading.enumerate()
+        if t.name.startswith(("vectorshift-callbacks", "vectorshift-reconnect"))
+    ]
+
+
+def test_the_last_disconnect_returns_only_once_the_callback_workers_have_ended(
+    engine: LocalEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No join: the moment the last disconnect() returns, no pool worker is alive,
+    # even one slow to end.
+    _slow_to_exit(monkeypatch, 0.3)
+    agent = engine.add_agent("Echo", turn=lambda ctx: ctx.complete("hi"))
+    for i in range(3):
+        session = Session(owner_type="agent", owner_id=agent).connect()
+        ended = threading.Event()
+        session.on(None, lambda ev, ended=ended: ended.set() if ev.is_turn_end else None)
+        session.send("hello")
+        assert ended.wait(scaled(5))
+        assert _workers(), "the callbacks ran on no pool worker"
+        session.disconnect()
+        assert _workers() == [], f"a pool worker outlived disconnect() (round {i})"
+
+
+def test_a_pool_waits_for_its_workers_only_once_nothing_holds_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _slow_to_exit(monkeypatch, 0.3)
+    pool = WorkerPool("vectorshift-test-pool", 2)
+    ran = threading.Event()
+    pool.hold()  # as an open session with callbacks does
+    pool.submit(ran.set)
+    assert ran.wait(scaled(5))
+    started = time.monotonic()
+    assert pool.wait_ended(scaled(5))  # held: its workers stay, and nobody waits
+    assert time.monotonic() - started < 0.2
+    assert pool.threads == 1
+    pool.release()
+    assert pool.wait_ended(scaled(5))
+    assert pool.threads == 0
+    assert not [t for t in threading.enumerate() if t.name.startswith("vectorshift-test-pool")]
+
+    # A worker closing the last session (a callback calling disconnect()) does not
+    # wait for itself.
+    waited: List[bool] = []
+    done = threading.Event()
+    pool.submit(lambda: (waited.append(pool.wait_ended(scaled(5))), done.set()))
+    assert done.wait(scaled(5)) and waited == [True]
+    assert pool.wait_ended(scaled(5))
+    assert pool.threads == 0
+
+
 def test_disconnect_during_a_reconnect_back_off_ends_the_io_thread_at_once(
     engine: LocalEngine,
 ) -> None:

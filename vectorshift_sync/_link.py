@@ -37,6 +37,7 @@ from ._fanout import FanOut
 from ._inbound import Inbound
 from ._ioloop import io_loop
 from ._options import SessionOptions
+from ._pool import callback_pool, reconnect_pool
 from ._reconnect import Reconnector
 from ._recovery import missed_replies
 from ._replies import ReplyDesk
@@ -578,9 +579,12 @@ class Link:
         if late is not None and late is not connection:  # attached by a late attempt
             self._abort(late)
         _LIVE.discard(self)
+        # The process's last session: its threads end with it, not after.
         if not io_loop().wait_ended(close_timeout):
-            # The process's last session: its I/O thread ends with it, not after.
             logger.warning("the I/O thread did not end within the close timeout")
+        for pool in (callback_pool(), reconnect_pool()) if not _LIVE else ():
+            if not pool.wait_ended(close_timeout):
+                logger.warning("%s workers did not end within the close timeout", pool.name)
         logger.debug("session %s closed", self.session_id)
 
 

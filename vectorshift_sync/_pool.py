@@ -10,7 +10,8 @@ Workers end by themselves when there is no work and nobody holds the pool
 (:meth:`WorkerPool.hold`): the reconnect pool is never held, so its threads live only
 while reconnecting; each session with callbacks holds the callback pool while it is
 open, so a stream of events does not start and stop a thread per event, and the
-last session's ``disconnect()`` lets them go. A forked child gets pools of its own.
+last session's ``disconnect()`` lets them go and waits until they have ended
+(:meth:`WorkerPool.wait_ended`). A forked child gets pools of its own.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import logging
 import os
 import threading
 from collections import deque
-from typing import Callable, Deque, Dict, Optional
+from typing import Callable, Deque, Dict, Optional, Set
+
+from ._deadline import Deadline
 
 __all__ = ["WorkerPool", "callback_pool", "reconnect_pool", "set_worker_limits"]
 
@@ -43,6 +46,9 @@ class WorkerPool:
         self._wakeups = 0  # of those, how many were notified and have not woken yet
         self._holds = 0
         self._serial = 0
+        # Workers started and not yet seen dead: one that has left its loop is
+        # still alive for a moment, and wait_ended() joins it.
+        self._workers: Set[threading.Thread] = set()
 
     def submit(self, job: Job) -> None:
         """Queue ``job``; a free worker (or a new one, within ``size``) runs it."""
@@ -71,6 +77,25 @@ class WorkerPool:
         """How many workers are alive now."""
         return self._threads
 
+    def wait_ended(self, timeout: float) -> bool:
+        """Unless the pool is held or has jobs queued, wait up to ``timeout`` for its
+        workers to end (a job still running is waited for too), so that the process's
+        last session's ``disconnect()`` returns with none alive. Never waits for the
+        calling worker itself (a callback that disconnects its session). False if a
+        worker was still alive at the end."""
+        current = threading.current_thread()
+        with self._lock:
+            if self._holds or self._jobs:
+                return True
+            workers = [worker for worker in self._workers if worker is not current]
+        deadline = Deadline(timeout)
+        for worker in workers:
+            while worker.is_alive() and not deadline.expired:
+                worker.join(deadline.slice())  # sliced: Ctrl-C gets through
+        with self._lock:
+            self._workers = {worker for worker in self._workers if worker.is_alive()}
+        return not any(worker.is_alive() for worker in workers)
+
     def _start_locked(self) -> None:
         self._serial += 1
         thread = threading.Thread(
@@ -84,6 +109,8 @@ class WorkerPool:
             logger.error("%s could not start a worker (%s); the job waits", self.name, exc)
             return
         self._threads += 1
+        self._workers = {worker for worker in self._workers if worker.is_alive()}
+        self._workers.add(thread)
 
     def _work_loop(self) -> None:
         while True:
