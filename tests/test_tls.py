@@ -264,9 +264,13 @@ def test_connects_with_the_same_tls_settings_share_one_context(
         assert _context_of(other) is not first
         assert not _context_of(other).check_hostname
 
-    Path(ca_file).write_bytes(Path(ca_file).read_bytes())  # renewed: a new mtime
+    # Renewed the way `cp -p` or a package upgrade does it: another file moved into
+    # place, with the old modification time kept.
     stamp = Path(ca_file).stat()
-    os.utime(ca_file, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))
+    renewed = Path(ca_file).with_suffix(".new")
+    renewed.write_bytes(Path(ca_file).read_bytes())
+    os.utime(renewed, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    os.replace(renewed, ca_file)
     with Session(owner_type="agent", owner_id=agent_id, sslopt={"ca_certs": ca_file}) as s:
         assert _context_of(s) is not first
 
@@ -305,7 +309,38 @@ def test_the_shared_context_follows_websocket_client_rules() -> None:
     assert with_shared_context("wss://h/ws", refused) == refused
     mine = ssl.create_default_context()
     assert with_shared_context("wss://h/ws", {"context": mine}) == {"context": mine}
+    # An explicit None is websocket-client's "no hostname check", unlike no setting.
+    unchecked = with_shared_context("wss://h/ws", {"check_hostname": None})
+    assert unchecked is not None and not unchecked["context"].check_hostname
+    assert unchecked["context"].verify_mode is ssl.CERT_REQUIRED
+    for odd in ({"cert_reqs": 2.0}, {"check_hostname": "yes"}, {"ca_certs": 7}):
+        assert with_shared_context("wss://h/ws", odd) == odd  # left to websocket-client
     default = with_shared_context("WSS://h/ws", {"server_hostname": "vectorshift.example"})
     assert default is not None and default["server_hostname"] == "vectorshift.example"
     assert default["context"].verify_mode is ssl.CERT_REQUIRED
     assert default["context"] is with_shared_context("wss://other/ws", None)["context"]
+
+
+def test_the_default_store_is_read_again_when_it_changes(
+    ca: "trustme.CA", tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CA removed from the system's store (``update-ca-certificates``) is not
+    trusted by the next connect: the shared default context follows the store."""
+    from vectorshift_sync._tls import with_shared_context
+
+    store = tmp_path / "store.pem"
+    ca.cert_pem.write_to_path(str(store))
+    monkeypatch.setenv("SSL_CERT_FILE", str(store))
+    first = with_shared_context("wss://h/ws", None)
+    assert first is not None and first["context"].cert_store_stats()["x509_ca"] == 1
+    again = with_shared_context("wss://h/ws", None)
+    assert again is not None and again["context"] is first["context"]
+
+    stamp = store.stat()
+    emptied = tmp_path / "store.new"
+    emptied.write_bytes(b"")
+    os.utime(emptied, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    os.replace(emptied, store)  # the CA is gone
+    after = with_shared_context("wss://h/ws", None)
+    assert after is not None and after["context"] is not first["context"]
+    assert after["context"].cert_store_stats()["x509_ca"] == 0

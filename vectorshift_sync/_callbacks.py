@@ -86,8 +86,8 @@ class _Mailbox:
                     continue
                 if item.error is not None:
                     run(item.error)
+                item.pool.release()  # before done: the closing thread's waits see it
                 item.done.set()
-                item.pool.release()
         finally:
             self.runner = None
         with self._lock:

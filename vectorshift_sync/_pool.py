@@ -46,6 +46,10 @@ class WorkerPool:
         self._wakeups = 0  # of those, how many were notified and have not woken yet
         self._holds = 0
         self._serial = 0
+        # wait_ended() waits here for workers to leave their loop; woken when one
+        # does, and when the pool is held or given work (it is in use again).
+        self._changed = threading.Condition(self._lock)
+        self._end_waiters = 0
         # Workers started and not yet seen dead: one that has left its loop is
         # still alive for a moment, and wait_ended() joins it.
         self._workers: Set[threading.Thread] = set()
@@ -54,6 +58,8 @@ class WorkerPool:
         """Queue ``job``; a free worker (or a new one, within ``size``) runs it."""
         with self._lock:
             self._jobs.append(job)
+            if self._end_waiters:
+                self._changed.notify_all()
             if self._idle > self._wakeups:  # a waiting worker nobody has woken yet
                 self._wakeups += 1
                 self._work.notify()
@@ -64,6 +70,8 @@ class WorkerPool:
         """Keep idle workers alive until the matching :meth:`release`."""
         with self._lock:
             self._holds += 1
+            if self._end_waiters:
+                self._changed.notify_all()
 
     def release(self) -> None:
         """Undo one :meth:`hold`; with none left, idle workers end."""
@@ -78,18 +86,30 @@ class WorkerPool:
         return self._threads
 
     def wait_ended(self, timeout: float) -> bool:
-        """Unless the pool is held or has jobs queued, wait up to ``timeout`` for its
-        workers to end (a job still running is waited for too), so that the process's
-        last session's ``disconnect()`` returns with none alive. Never waits for the
-        calling worker itself (a callback that disconnects its session). False if a
-        worker was still alive at the end."""
+        """While the pool is neither held nor given work, wait up to ``timeout`` for
+        its workers to end (one running a job finishes it first), so that the
+        process's last session's ``disconnect()`` returns with none alive. Returns at
+        once, True, when the pool is in use again; never waits for the calling worker
+        itself (a callback that disconnects its session). False if a worker was
+        still alive at the deadline. Sliced waits: Ctrl-C gets through."""
         current = threading.current_thread()
-        with self._lock:
-            if self._holds or self._jobs:
-                return True
-            workers = [worker for worker in self._workers if worker is not current]
         deadline = Deadline(timeout)
-        for worker in workers:
+        with self._lock:
+            mine = 1 if current in self._workers else 0  # still in its loop
+            self._end_waiters += 1
+            try:
+                while self._threads > mine:
+                    if self._holds or self._jobs:
+                        return True
+                    if deadline.expired:
+                        return False
+                    self._changed.wait(deadline.slice())
+                if self._holds or self._jobs:
+                    return True
+            finally:
+                self._end_waiters -= 1
+            workers = [worker for worker in self._workers if worker is not current]
+        for worker in workers:  # each has left its loop: it ends at once
             while worker.is_alive() and not deadline.expired:
                 worker.join(deadline.slice())  # sliced: Ctrl-C gets through
         with self._lock:
@@ -118,6 +138,8 @@ class WorkerPool:
                 while not self._jobs:
                     if not self._holds:
                         self._threads -= 1
+                        if self._end_waiters:
+                            self._changed.notify_all()
                         return
                     self._idle += 1
                     try:

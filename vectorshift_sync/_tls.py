@@ -11,9 +11,11 @@ the user's) or a setting that fails leaves ``sslopt`` as given, so websocket-cli
 builds the context, and reports errors, exactly as before.
 
 A context is reused while its inputs are unchanged: the settings, the environment
-variables websocket-client and OpenSSL read (``WEBSOCKET_CLIENT_CA_BUNDLE``,
-``SSLKEYLOGFILE``, ``SSL_CERT_FILE``, ``SSL_CERT_DIR``), and the CA file's
-modification time (a renewed bundle is read again). Runs on the dialling
+variables websocket-client reads (``WEBSOCKET_CLIENT_CA_BUNDLE``, ``SSLKEYLOGFILE``),
+and the CA files and directories it loads (the given ones, or OpenSSL's default store
+as ``SSL_CERT_FILE``/``SSL_CERT_DIR`` choose it): their inode, size, times and mode,
+so a renewed, replaced or re-permissioned bundle, or a CA added to or removed from a
+directory, is loaded again on the next connect. Runs on the dialling
 thread; nothing here blocks but the first load of a CA file.
 """
 
@@ -23,7 +25,7 @@ import functools
 import logging
 import os
 import ssl
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 __all__ = ["with_shared_context"]
 
@@ -33,6 +35,8 @@ logger = logging.getLogger(__name__)
 _BUILT_FROM = frozenset({"ca_certs", "ca_cert_path", "cert_reqs", "check_hostname"})
 #: Settings websocket-client applies when wrapping the socket, context or not.
 _AT_WRAP = frozenset({"server_hostname", "do_handshake_on_connect", "suppress_ragged_eofs"})
+#: ``check_hostname`` not given (websocket-client's default then depends on ``cert_reqs``).
+_ABSENT = object()
 
 
 def with_shared_context(url: str, sslopt: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
@@ -49,17 +53,28 @@ def with_shared_context(url: str, sslopt: Optional[Mapping[str, Any]]) -> Option
         ca_certs = bundle
     elif bundle and os.path.isdir(bundle) and ca_cert_path is None:
         ca_cert_path = bundle
+    cert_reqs = given.get("cert_reqs", ssl.CERT_REQUIRED)
+    check_hostname = given.get("check_hostname", _ABSENT)
+    if not (
+        type(cert_reqs) in (int, ssl.VerifyMode)
+        and (check_hostname is _ABSENT or check_hostname is None or type(check_hostname) is bool)
+        and all(p is None or isinstance(p, (str, os.PathLike)) for p in (ca_certs, ca_cert_path))
+    ):
+        return given  # unusual values: websocket-client makes of them what it makes
+    stores: Tuple[Any, ...]
+    if ca_certs or ca_cert_path:
+        stores = (_stamp(ca_certs), _stamp(ca_cert_path))
+    else:  # OpenSSL's default store (SSL_CERT_FILE and SSL_CERT_DIR choose it)
+        paths = ssl.get_default_verify_paths()
+        stores = (paths.cafile, _stamp(paths.cafile), paths.capath, _stamp(paths.capath))
     try:
         context = _context(
             ca_certs,
             ca_cert_path,
-            given.get("cert_reqs", ssl.CERT_REQUIRED),
-            given.get("check_hostname"),
+            cert_reqs,
+            check_hostname,
             os.environ.get("SSLKEYLOGFILE"),
-            _modified(ca_certs),
-            # OpenSSL's default store, read when no CA is given
-            os.environ.get("SSL_CERT_FILE"),
-            os.environ.get("SSL_CERT_DIR"),
+            *stores,
         )
     except Exception as exc:  # websocket-client builds it again and reports the error
         logger.debug("TLS settings left to websocket-client: %s", exc)
@@ -68,13 +83,16 @@ def with_shared_context(url: str, sslopt: Optional[Mapping[str, Any]]) -> Option
     return given
 
 
-def _modified(path: Any) -> Optional[int]:
+def _stamp(path: Any) -> Optional[Tuple[int, int, int, int, int]]:
+    """What changes when a CA file or directory is replaced, rewritten, renamed into,
+    or has its permissions changed: so a cached context is never staler than that."""
     if not path:
         return None
     try:
-        return os.stat(path).st_mtime_ns
+        st = os.stat(path)
     except (OSError, TypeError, ValueError):
         return None  # loading it fails below, and websocket-client says why
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
 
 
 @functools.lru_cache(maxsize=16)
@@ -87,7 +105,7 @@ def _context(
     *cache_key: Any,  # what else decides what is loaded: only part of the cache key
 ) -> ssl.SSLContext:
     """A client context made as websocket-client 1.x makes it from these settings
-    (``check_hostname`` None: not given). Raises for a setting it would refuse."""
+    (``check_hostname`` ``_ABSENT``: not given). Raises for a setting it refuses."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if keylog is not None:
         context.keylog_filename = keylog
@@ -96,11 +114,11 @@ def _context(
             context.load_verify_locations(cafile=ca_certs, capath=ca_cert_path)
         else:
             context.load_default_certs(ssl.Purpose.SERVER_AUTH)
-    if cert_reqs == ssl.CERT_NONE and not check_hostname:
+    if cert_reqs == ssl.CERT_NONE and (check_hostname is _ABSENT or not check_hostname):
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
-    hostname = True if check_hostname is None else bool(check_hostname)
+    hostname = True if check_hostname is _ABSENT else bool(check_hostname)
     if hostname and cert_reqs == ssl.CERT_NONE:
         raise ValueError("check_hostname cannot be enabled when cert_reqs is CERT_NONE")
     context.check_hostname = hostname
