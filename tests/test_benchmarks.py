@@ -88,6 +88,7 @@ def test_quick_benchmark_prints_the_table(tmp_path: Path, official: bool) -> Non
     # Connect over wss:// as production does: the CA in the default store, no sslopt.
     assert re.search(r"^  ours +\d+\.\d\d ms", out, re.M), out
     assert "over wss://, the CA in the default store" in out, out
+    assert "resuming an existing session (both wait for the connect_session ack)" in out, out
     assert re.search(r"^  ours listen\(\) .* \d+\.\d +\S+$", out, re.M), out
     paced = json.loads(results.read_text())["latency"]["sync:listen"]
     assert all(run["cpu_us_per_event"] > 0 for run in paced), paced
