@@ -574,6 +574,45 @@ def test_a_pool_wait_ends_as_soon_as_the_pool_is_in_use_again() -> None:
     assert pool.wait_ended(scaled(5)) and pool.threads == 0
 
 
+def test_a_job_that_queues_its_sequel_does_not_wake_another_worker() -> None:
+    # A session's callback job, with more events waiting, queues its sequel at the
+    # back of the line; its own worker takes the queue's head next, so waking an idle
+    # worker would only cost a thread switch per batch (about 300 per 20,000-event
+    # flood before; about 35 after).
+    pool = WorkerPool("vectorshift-test-pool", 4)
+    pool.hold()
+    try:
+        gate = threading.Barrier(5)
+        for _ in range(4):  # four workers, then all idle
+            pool.submit(lambda: gate.wait(scaled(5)))
+        gate.wait(scaled(5))
+        woken: List[int] = []
+        notify = pool._work.notify
+
+        def counting(n: int = 1) -> None:
+            woken.append(n)
+            notify(n)
+
+        pool._work.notify = counting  # type: ignore[method-assign]
+        ran_on: List[threading.Thread] = []
+        done = threading.Event()
+
+        def sequel() -> None:
+            ran_on.append(threading.current_thread())
+            if len(ran_on) < 100:
+                pool.resubmit(sequel)
+            else:
+                done.set()
+
+        pool.resubmit(sequel)  # from a thread outside the pool: a plain submit
+        assert done.wait(scaled(5))
+        assert woken == [1]  # the first submit only
+        assert len(set(ran_on)) == 1 and pool.threads == 4
+    finally:
+        pool.release()
+    assert pool.wait_ended(scaled(5))
+
+
 def test_disconnect_during_a_reconnect_back_off_ends_the_io_thread_at_once(
     engine: LocalEngine,
 ) -> None:

@@ -94,7 +94,7 @@ class _Mailbox:
             if not self._items:
                 self._scheduled = False
                 return
-        callback_pool().submit(self._run)  # more waiting: back of the line, for fairness
+        callback_pool().resubmit(self._run)  # more waiting: back of the line, for fairness
 
 
 class Callbacks:

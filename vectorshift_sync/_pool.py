@@ -66,6 +66,19 @@ class WorkerPool:
             elif self._threads < self.size:
                 self._start_locked()
 
+    def resubmit(self, job: Job) -> None:
+        """Queue ``job`` at the back, from a job of this pool that returns next: its
+        worker takes the queue's head itself, so no other worker is woken for it (one
+        would find the queue empty and cost a thread switch per batch). From any
+        other thread this is :meth:`submit`."""
+        if threading.current_thread() not in self._workers:
+            self.submit(job)
+            return
+        with self._lock:
+            self._jobs.append(job)
+            if self._end_waiters:
+                self._changed.notify_all()
+
     def hold(self) -> None:
         """Keep idle workers alive until the matching :meth:`release`."""
         with self._lock:
