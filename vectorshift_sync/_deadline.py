@@ -7,6 +7,7 @@ still wait. ``None`` as a timeout means "no limit", as everywhere in the library
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Optional
 
@@ -40,3 +41,10 @@ class Deadline:
         """How long the next wait may last: at most ``most``, never past the deadline."""
         left = self.remaining()
         return most if left is None else min(most, left)
+
+    def join(self, thread: threading.Thread) -> bool:
+        """Wait for ``thread`` to end, until the deadline, in slices (Ctrl-C gets
+        through); True once it has ended."""
+        while thread.is_alive() and not self.expired:
+            thread.join(self.slice())
+        return not thread.is_alive()

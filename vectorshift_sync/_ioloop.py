@@ -190,9 +190,7 @@ class IOLoop:
             ending = self._ending
         if ending is None or ending is threading.current_thread():
             return True
-        while ending.is_alive() and not deadline.expired:
-            ending.join(deadline.slice())
-        return not ending.is_alive()
+        return deadline.join(ending)
 
     @property
     def on_loop_thread(self) -> bool:

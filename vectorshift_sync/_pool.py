@@ -122,12 +122,10 @@ class WorkerPool:
             finally:
                 self._end_waiters -= 1
             workers = [worker for worker in self._workers if worker is not current]
-        for worker in workers:  # each has left its loop: it ends at once
-            while worker.is_alive() and not deadline.expired:
-                worker.join(deadline.slice())  # sliced: Ctrl-C gets through
+        ended = all([deadline.join(worker) for worker in workers])  # each left its loop
         with self._lock:
             self._workers = {worker for worker in self._workers if worker.is_alive()}
-        return not any(worker.is_alive() for worker in workers)
+        return ended
 
     def _start_locked(self) -> None:
         self._serial += 1
