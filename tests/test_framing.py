@@ -22,7 +22,7 @@ import struct
 from typing import Any, List, Optional, Tuple
 
 import pytest
-from conftest import scaled
+from conftest import make_connection, scaled
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.frames import Close
@@ -280,7 +280,6 @@ def test_a_non_utf8_or_malformed_frame_is_skipped_with_a_warning_and_the_stream_
 ) -> None:
     """Through the real receive path (Connection -> Session): each bad frame is
     logged and skipped, and the frames after it, in the same read, still arrive."""
-    from vectorshift_sync._connection import Connection
     from vectorshift_sync._ioloop import IOLoop
     from vectorshift_sync._link import LinkState
     from vectorshift_sync.events import SessionEventType
@@ -305,11 +304,9 @@ def test_a_non_utf8_or_malformed_frame_is_skipped_with_a_warning_and_the_stream_
     ours, server = socket.socketpair()
     session = Session(owner_type="agent", owner_id="x", session_id=sid)
     session._link.state = LinkState.OPEN  # no engine: the connection is this socket pair
-    connection = Connection(
+    connection = make_connection(
         ours,
         session._link._sink,
-        max_message_size=None,
-        write_timeout=5.0,
         ping_interval=30.0,
         idle_timeout=60.0,
         loop=IOLoop(),  # never started: on_readable is called here

@@ -561,10 +561,18 @@ def test_a_pool_wait_ends_as_soon_as_the_pool_is_in_use_again() -> None:
     pool.submit(lambda: (running.set(), release.wait(scaled(10))))
     assert running.wait(scaled(5))
     results: List[bool] = []
+    waiting = threading.Event()
+    wait = pool._changed.wait
+
+    def noting(timeout: Any = None) -> bool:
+        waiting.set()  # the closing thread waits for the workers now
+        return wait(timeout)
+
+    pool._changed.wait = noting  # type: ignore[method-assign]
     waiter = threading.Thread(target=lambda: results.append(pool.wait_ended(scaled(10))))
     started = time.monotonic()
     waiter.start()
-    time.sleep(0.05)  # most likely waiting by now (if not, it sees the hold at once)
+    assert waiting.wait(scaled(5))
     pool.hold()
     waiter.join(scaled(5))
     assert results == [True] and time.monotonic() - started < scaled(2)

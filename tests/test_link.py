@@ -13,6 +13,7 @@ import threading
 from typing import Iterator, List, Tuple
 
 import pytest
+from conftest import make_connection
 
 from vectorshift_sync import _link
 from vectorshift_sync._callbacks import Callbacks
@@ -70,11 +71,9 @@ class _Parts:
 
     def attach(self, state: LinkState = LinkState.OPEN) -> Tuple[Connection, socket.socket]:
         ours, server = socket.socketpair()
-        connection = Connection(
+        connection = make_connection(
             ours,
             self.link._sink,
-            max_message_size=None,
-            write_timeout=5.0,
             ping_interval=30.0,
             idle_timeout=60.0,
             loop=IOLoop(),  # never started: the test plays the I/O thread
