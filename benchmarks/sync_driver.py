@@ -320,27 +320,22 @@ def connect_times(count: int) -> Dict[str, Any]:
     existing = warm.session_id
     warm.disconnect()
 
-    def timed() -> List[float]:
+    def timed(make: Callable[[], Session]) -> List[float]:
         times: List[float] = []
         for _ in range(count):
             start = time.perf_counter()
-            session = agent.create_session()
+            session = make()
             session.connect()
             times.append(time.perf_counter() - start)
             session.disconnect()
         return times
 
-    alone = timed()
-    resumed: List[float] = []
-    for _ in range(count):  # an existing session: connect_session and its ack only
-        start = time.perf_counter()
-        session = Session(session_id=existing)
-        session.connect()
-        resumed.append(time.perf_counter() - start)
-        session.disconnect()
+    alone = timed(agent.create_session)
+    # An existing session: connect_session and its acknowledgement only.
+    resumed = timed(lambda: Session(session_id=existing))
     keeper = agent.create_session().connect()
     try:
-        beside = timed()
+        beside = timed(agent.create_session)
     finally:
         keeper.disconnect()
     return {
