@@ -33,7 +33,8 @@ from _percentiles import latency_summary  # noqa: E402
 from engine import raise_fd_limit  # noqa: E402
 
 from vectorshift_sync import Agent  # noqa: E402
-from vectorshift_sync._connection import Connection, ConnectionSink, open_socket  # noqa: E402
+from vectorshift_sync._connection import Connection, ConnectionSink  # noqa: E402
+from vectorshift_sync._dial import open_socket  # noqa: E402
 from vectorshift_sync.events import SessionEvent, SessionEventType  # noqa: E402
 from vectorshift_sync.session import Session  # noqa: E402
 

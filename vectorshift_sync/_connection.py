@@ -1,8 +1,6 @@
-"""One WebSocket connection: websocket-client dials, the I/O thread reads, callers write.
+"""One WebSocket connection: the I/O thread reads, callers write.
 
-websocket-client does what it is good at: the HTTP upgrade, proxies, TLS options,
-headers, on the caller's thread (:func:`open_socket`; its TLS context is built once
-per setting by :mod:`._tls`). The socket is then made
+The socket arrives upgraded (:mod:`._dial`, on the caller's thread). It is then made
 non-blocking and handed to the process's I/O thread (:mod:`._ioloop`), which reads it
 whenever it is ready and feeds the bytes to websockets' sans-I/O ``Protocol``: frames,
 pings, the close handshake. websocket-client's own ``recv()`` and ``close()`` are
@@ -22,13 +20,12 @@ Who does what, on which thread:
   ``SSLSocket``'s reads and writes (OpenSSL objects are not for two threads at once);
   it is never held while waiting.
 
-This module is the one place where websocket-client's and the socket's exceptions
-become ours.
+This module is where the open connection's socket exceptions become ours (the
+dialling ones become ours in :mod:`._dial`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import select
 import socket
@@ -36,24 +33,18 @@ import ssl
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Union
+from typing import Any, Callable, Deque, List, Optional, Union
 
-import websocket
 from websockets.exceptions import PayloadTooBig
 from websockets.frames import Opcode
 from websockets.protocol import Protocol, Side, State
 
 from ._deadline import Deadline
 from ._ioloop import Handler, IOLoop, Timer, io_loop
-from ._redaction import masking
-from ._tls import with_shared_context
 from .errors import (
     SessionConnectionError,
     SessionDisconnectedError,
-    SessionError,
     SessionTimeoutError,
-    VectorshiftError,
-    handshake_error_for_status,
 )
 
 __all__ = [
@@ -61,7 +52,6 @@ __all__ = [
     "ConnectionSink",
     "TransportClosed",
     "SessionConnectionError",
-    "open_socket",
 ]
 
 logger = logging.getLogger(__name__)
@@ -786,91 +776,3 @@ def _poll(sock: socket.socket, timeout: float, *, write: bool) -> bool:
         return bool(ready[1] if write else ready[0])
     except (OSError, ValueError):
         return True  # the socket is gone: the next call says how
-
-
-def open_socket(
-    url: str,
-    api_key: str,
-    *,
-    timeout: float,
-    sslopt: Optional[Mapping[str, Any]] = None,
-    proxy: Optional[Mapping[str, Any]] = None,
-) -> socket.socket:
-    """Dial ``url`` with the Bearer header; return the upgraded socket (caller's thread).
-
-    Raises a :class:`SessionHandshakeError` that is also the HTTP status class (e.g.
-    :class:`AuthenticationError`) when the upgrade is refused,
-    :class:`SessionTimeoutError` when ``timeout`` runs out, and
-    :class:`SessionConnectionError` for any other failure to connect.
-    """
-    options: Dict[str, Any] = dict(proxy or {})
-    try:
-        with masking(api_key):  # websocket-client's trace logs the Authorization header
-            ws = websocket.create_connection(
-                url,
-                timeout=timeout,
-                header=[f"Authorization: Bearer {api_key}"],
-                suppress_origin=True,
-                skip_utf8_validation=True,
-                sslopt=with_shared_context(url, sslopt),
-                **options,
-            )
-    except websocket.WebSocketBadStatusException as exc:
-        body = exc.resp_body or b""
-        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-        raise handshake_error_for_status(
-            exc.status_code,
-            endpoint=_path_of(url),
-            raw_response=text,
-            error_message=_error_message(text),
-            headers=getattr(exc, "resp_headers", None),
-        ) from None
-    except (websocket.WebSocketTimeoutException, socket.timeout) as exc:
-        raise SessionTimeoutError(
-            f"timed out after {timeout:.1f}s opening the WebSocket to {_safe(url)}"
-        ) from exc
-    except VectorshiftError:
-        raise
-    except (OSError, websocket.WebSocketException, ValueError) as exc:
-        hint = (
-            "pass sslopt={'ca_certs': <CA bundle>} (or set WEBSOCKET_CLIENT_CA_BUNDLE) "
-            "if the server's certificate is signed by a private CA"
-            if isinstance(exc, ssl.SSLCertVerificationError)
-            else "check the network and VECTORSHIFT_WS_URL / VECTORSHIFT_BASE_URL"
-        )
-        raise SessionConnectionError(
-            f"could not open the WebSocket to {_safe(url)}: {exc}; {hint}"
-        ) from exc
-    sock = ws.sock
-    if sock is None:  # pragma: no cover - websocket-client always sets it on success
-        raise SessionError("websocket-client returned no socket")
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    # websocket-client reads the handshake response one byte at a time, so nothing of
-    # the first frames is left in its buffers: the socket is ours from here.
-    return sock
-
-
-def _path_of(url: str) -> str:
-    rest = url.split("://", 1)[-1]
-    slash = rest.find("/")
-    return rest[slash:] if slash >= 0 else "/"
-
-
-def _safe(url: str) -> str:
-    # A URL may carry credentials (user:pass@host); never show them.
-    scheme, _, rest = url.partition("://")
-    if "@" in rest.split("/", 1)[0]:
-        rest = rest.split("@", 1)[1]
-    return f"{scheme}://{rest}"
-
-
-def _error_message(text: str) -> str:
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return text.strip()
-    if isinstance(body, dict):
-        for key in ("error", "message", "detail"):
-            if body.get(key):
-                return str(body[key])
-    return text.strip()

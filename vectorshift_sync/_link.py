@@ -31,8 +31,9 @@ from typing import Callable, List, Optional
 from . import _protocol as proto
 from ._callbacks import Callbacks
 from ._config import ws_session_url
-from ._connection import Connection, ConnectionSink, TransportClosed, open_socket
+from ._connection import Connection, ConnectionSink, TransportClosed
 from ._deadline import Deadline
+from ._dial import open_socket
 from ._fanout import FanOut
 from ._inbound import Inbound
 from ._ioloop import io_loop
