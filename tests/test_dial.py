@@ -11,15 +11,17 @@ import threading
 from typing import Callable, Iterator, List, Optional
 
 import pytest
+import websocket
 from conftest import scaled
 from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidMessage
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 from websockets.utils import accept_key
 
-from vectorshift_sync import SessionConnectionError, SessionTimeoutError
-from vectorshift_sync._dial import _read_response, open_socket
+from vectorshift_sync import AuthenticationError, SessionConnectionError, SessionTimeoutError
+from vectorshift_sync._dial import _is_direct, _no_response, _read_response, open_socket
 from vectorshift_sync.session import Session
 from vectorshift_sync.testing import LocalEngine
 
@@ -44,13 +46,15 @@ def _switching(request: bytes) -> bytes:
 
 class BareServer:
     """Accepts ``connections`` connections on 127.0.0.1, one after the other, reads
-    each request's header block and answers with ``answer(request)`` (None: say
-    nothing, hold the connection until the test ends)."""
+    each request's header block and answers ``answer(request)``: bytes to send,
+    ``b""`` to end the stream, None to say nothing. Every connection stays open
+    until :meth:`close` (a server that keeps the connection after answering)."""
 
     def __init__(self, answer: Callable[[bytes], Optional[bytes]], connections: int = 1) -> None:
         self._answer = answer
         self._connections = connections
         self.requests: List[bytes] = []
+        self._held: List[socket.socket] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._done = threading.Event()
@@ -65,11 +69,10 @@ class BareServer:
         with self._listener:
             for _ in range(self._connections):
                 conn, _ = self._listener.accept()
+                self._held.append(conn)
                 if self._done.is_set():  # woken by close()
-                    conn.close()
                     return
-                with conn:
-                    self._answer_one(conn)
+                self._answer_one(conn)
 
     def _answer_one(self, conn: socket.socket) -> None:
         request = b""
@@ -80,23 +83,22 @@ class BareServer:
             request += chunk
         self.requests.append(request)
         reply = self._answer(request)
-        if reply is None:
-            self._done.wait(scaled(30))
-            return
-        conn.sendall(reply)
-        if self._connections == len(self.requests):
+        if reply:
+            conn.sendall(reply)
+        elif reply is not None:
             conn.shutdown(socket.SHUT_WR)
-            self._done.wait(scaled(30))
 
     def close(self) -> None:
         self._done.set()
-        if len(self.requests) < self._connections:  # it may be waiting in accept()
+        if len(self._held) < self._connections:  # it may be waiting in accept()
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=scaled(5)).close()
             except OSError:
                 pass  # it had stopped listening
         self._thread.join(scaled(10))
         assert not self._thread.is_alive()
+        for conn in self._held:
+            conn.close()
 
 
 @pytest.fixture
@@ -214,9 +216,82 @@ def test_a_proxy_in_the_environment_is_left_to_websocket_client(
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{closed.getsockname()[1]}")
+        # (websocket-client 1.6 skips the proxy for 127.0.0.1 unless no_proxy is set)
+        monkeypatch.setenv("no_proxy", "example.invalid")
         with pytest.raises(SessionConnectionError) as caught:
             Session(owner_type="agent", owner_id=agent, connect_timeout=scaled(5)).connect()
     assert "Connection refused" in str(caught.value)
     monkeypatch.delenv("http_proxy")
     with Session(owner_type="agent", owner_id=agent) as session:  # direct again
         assert session.ask("hello", timeout=scaled(10)).text == "hi"
+
+
+@pytest.mark.parametrize(
+    ("url", "direct"),
+    [
+        ("ws://127.0.0.1:8080/v1/ws/session", True),
+        ("ws://127.0.0.2/v1/ws/session", True),
+        ("ws://localhost:8080/v1/ws/session", True),
+        ("ws://[::1]:8080/v1/ws/session", True),
+        ("ws://10.0.0.1:8080/v1/ws/session", False),  # maybe a load balancer: cookies
+        ("ws://example.com/v1/ws/session", False),
+        ("wss://127.0.0.1:8443/v1/ws/session", False),
+        ("ws://user:secret@127.0.0.1:8080/v1/ws/session", False),
+    ],
+)
+def test_only_a_direct_ws_url_to_this_machine_takes_the_direct_path(url: str, direct: bool) -> None:
+    assert _is_direct(url, None) is direct
+    assert _is_direct(url, {"http_proxy_host": "proxy", "http_proxy_port": 3128}) is False
+
+
+def test_the_trace_and_a_proxy_variable_keep_websocket_clients_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = "ws://127.0.0.1:8080/v1/ws/session"
+    websocket.enableTrace(True, handler=logging.NullHandler())
+    try:
+        assert _is_direct(url, None) is False
+    finally:
+        websocket.enableTrace(False)
+    for name in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:3128")
+        assert _is_direct(url, None) is False
+        monkeypatch.delenv(name)
+    assert _is_direct(url, None) is True
+
+
+@pytest.mark.parametrize(
+    "status_line", ["HTTP/1.0 401 Unauthorized", "HTTP/1.1 401"], ids=["http-1.0", "no-reason"]
+)
+def test_a_refusal_websockets_does_not_parse_is_asked_again_by_websocket_client(
+    bare: Callable[..., BareServer], status_line: str
+) -> None:
+    body = b'{"error": "missing or invalid API key"}'
+    reply = f"{status_line}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    server = bare(lambda request: reply, connections=2)
+    with pytest.raises(AuthenticationError) as caught:
+        open_socket(server.url, KEY, timeout=scaled(5))
+    assert caught.value.error_message == "missing or invalid API key"
+    assert len(server.requests) == 2
+
+
+def test_a_refusal_without_a_length_on_a_kept_connection_is_not_waited_out(
+    bare: Callable[..., BareServer],
+) -> None:
+    # No Content-Length and the connection kept open: websockets would read the body
+    # until the connection ends (here: the timeout); websocket-client reads none.
+    reply = b"HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\n\r\nno"
+    server = bare(lambda request: reply, connections=2)
+    with pytest.raises(AuthenticationError) as caught:
+        open_socket(server.url, KEY, timeout=2.0)
+    assert caught.value.status_code == 401
+    assert len(server.requests) == 2
+
+
+def test_an_end_before_any_response_is_websockets_invalid_message_on_every_version() -> None:
+    # websockets 14 leaves its parser's EOFError in handshake_exc; 15 and later wrap it.
+    error = _no_response(EOFError("stream ends after 0 bytes"))
+    assert isinstance(error, InvalidMessage)
+    assert isinstance(error.__cause__, EOFError)
+    wrapped = InvalidMessage("did not receive a valid HTTP response")
+    assert _no_response(wrapped) is wrapped

@@ -5,15 +5,18 @@ response checks, redirects, proxies and TLS options (its TLS context is built on
 setting by :mod:`._tls`). The upgraded socket is then handed to a
 :class:`~._connection.Connection`.
 
-A direct ``ws://`` connection (no proxy given, none in ``http_proxy``/``HTTP_PROXY``,
-no credentials in the URL, websocket-client's trace off) is upgraded by websockets'
+A direct ``ws://`` connection to this machine (a loopback address or ``localhost``:
+the local engine, a development server; no proxy given or in ``http_proxy``, no
+credentials in the URL, websocket-client's trace off) is upgraded by websockets'
 sans-I/O ``ClientProtocol`` instead, the library that already frames every
 connection: websocket-client reads the response one byte per Python call, about
 0.5 ms of a 1.5 ms local connect. The TCP connection gets websocket-client's socket
 options; the response is peeked at and only its header block taken from the kernel,
-so the first frames stay in the socket. A redirect is left to websocket-client (it
-dials again and follows it). Over TLS the handshake costs milliseconds and those
-0.5 ms matter less, so ``wss://`` keeps websocket-client's path.
+so the first frames stay in the socket. A redirect, or a response websockets does
+not take, is left to websocket-client, which asks again. Over TLS the handshake
+costs milliseconds and the same change saves about 0.1 ms, so ``wss://`` keeps
+websocket-client's path; so does any other host, which may sit behind a proxy or a
+load balancer that keeps cookies (websocket-client keeps them).
 
 This module is where the dialling errors of websocket-client, websockets and the
 socket become ours.
@@ -21,6 +24,7 @@ socket become ours.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -30,7 +34,7 @@ from typing import Any, Dict, Mapping, Optional
 
 import websocket
 from websockets.client import ClientProtocol
-from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.exceptions import InvalidMessage, InvalidStatus, WebSocketException
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
@@ -103,22 +107,38 @@ def open_socket(
 
 
 def _is_direct(url: str, proxy: Optional[Mapping[str, Any]]) -> bool:
-    """A ``ws://`` URL that websocket-client would dial without a proxy (none given,
-    none in the variables it reads for ``ws://``; a ``no_proxy`` match is left to
-    it), with no credentials in it, while websocket-client's trace is off (whoever
-    turned it on wants to see the handshake in it)."""
-    if proxy or not url.startswith("ws://") or "@" in url.split("/", 3)[2]:
+    """A ``ws://`` URL to this machine (a loopback address or ``localhost``: the
+    local engine, a development server) that websocket-client would dial without a
+    proxy (none given, none in the variables it reads for ``ws://``), with no
+    credentials in it, while websocket-client's trace is off (whoever turned it on
+    wants to see the handshake in it). Anything else may sit behind a proxy or a
+    load balancer that keeps cookies, which websocket-client handles."""
+    if proxy or not url.startswith("ws://") or websocket.isEnabledForTrace():
         return False
-    if websocket.isEnabledForTrace():
+    if os.environ.get("http_proxy", os.environ.get("HTTP_PROXY", "")).strip():
         return False
-    return not os.environ.get("http_proxy", os.environ.get("HTTP_PROXY", "")).strip()
+    try:
+        host = parse_uri(url).host
+    except WebSocketException:
+        return False  # websocket-client reports it
+    if "@" in url.split("/", 3)[2]:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _upgrade_direct(url: str, api_key: str, timeout: float) -> Optional[socket.socket]:
-    """Open the TCP connection websocket-client would open (every address in turn,
-    its default socket options: no delay, keepalive) and upgrade it with websockets'
-    ``ClientProtocol``; ``timeout`` bounds each step. Returns the socket; None when
-    the server redirects; raises websockets' ``InvalidHandshake`` when it refuses.
+    """Open the TCP connection websocket-client would open (its default socket
+    options: no delay, keepalive) and upgrade it with websockets' ``ClientProtocol``;
+    ``timeout`` bounds each step. Returns the socket, or None for websocket-client to
+    ask again: a redirect (it follows it) or a response websockets does not take
+    (an ``HTTP/1.0`` status line, a refusal whose body has no length). Raises
+    websockets' ``InvalidStatus`` for a refusal, ``InvalidMessage`` when the
+    connection ends before a response, and the socket's errors.
     """
     uri = parse_uri(url)
     sock = socket.create_connection((uri.host, uri.port), timeout=timeout)
@@ -130,37 +150,59 @@ def _upgrade_direct(url: str, api_key: str, timeout: float) -> Optional[socket.s
         request.headers["Authorization"] = f"Bearer {api_key}"
         # Sent as bytes, not through send_request(), which logs the headers at DEBUG.
         sock.sendall(request.serialize())
-        _read_response(sock, protocol)
+        answered = _read_response(sock, protocol)
         failure = protocol.handshake_exc
-        if failure is None:
+        if answered and failure is None:
             return sock
         sock.close()
-        if isinstance(failure, InvalidStatus) and failure.response.status_code in _REDIRECTS:
+        if not answered:
             return None
-        raise failure
+        if isinstance(failure, InvalidStatus):
+            if failure.response.status_code in _REDIRECTS:
+                return None
+            raise failure
+        raise _no_response(failure)
     except BaseException:
         sock.close()
         raise
 
 
-def _read_response(sock: socket.socket, protocol: ClientProtocol) -> None:
-    """Feed ``protocol`` the response until it accepts or refuses the upgrade. The
-    header block is peeked at and taken exactly; an error's body is read as sent."""
-    head = b""  # the header block's last bytes taken so far
+def _read_response(sock: socket.socket, protocol: ClientProtocol) -> bool:
+    """Feed ``protocol`` the response until it accepts or refuses the upgrade, or
+    the connection ends before any response. The header block is peeked at and
+    taken exactly; a refusal's body is read when its length is given. False when
+    websocket-client should ask again instead: a response websockets cannot parse,
+    or a refusal without a ``Content-Length`` (websockets would wait for the
+    connection to end, websocket-client does not)."""
+    block = b""  # the header block, as taken so far
     while protocol.state is State.CONNECTING and protocol.handshake_exc is None:
-        if head.endswith(b"\r\n\r\n"):
-            data = sock.recv(_PEEK)  # a refusal's body: the connection ends after it
+        if block.endswith(b"\r\n\r\n"):
+            if b"\ncontent-length:" not in block.lower():
+                return False
+            data = sock.recv(_PEEK)  # the refusal's body
         else:
             data = sock.recv(_PEEK, socket.MSG_PEEK)
             if data:
-                seen = head[-3:] + data
+                seen = block[-3:] + data
                 end = seen.find(b"\r\n\r\n")
-                data = sock.recv(end + 4 - len(head[-3:]) if end >= 0 else len(data))
-                head = (head[-3:] + data)[-4:]
+                data = sock.recv(end + 4 - len(block[-3:]) if end >= 0 else len(data))
+                block += data
         if data:
             protocol.receive_data(data)
         else:
             protocol.receive_eof()
+    failure = protocol.handshake_exc
+    return not (block and failure is not None and not isinstance(failure, InvalidStatus))
+
+
+def _no_response(failure: Optional[BaseException]) -> WebSocketException:
+    """The connection ended before a response: websockets' ``InvalidMessage``
+    (websockets 14 leaves its parser's own ``EOFError`` instead)."""
+    if isinstance(failure, WebSocketException):
+        return failure
+    error = InvalidMessage("did not receive a valid HTTP response")
+    error.__cause__ = failure
+    return error
 
 
 def _raise_ours(exc: BaseException, url: str, timeout: float) -> None:
