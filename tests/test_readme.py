@@ -76,6 +76,19 @@ def test_ci_fails_whenever_the_test_command_does(
     assert len(lines) == (1 if pip_status else 2)
 
 
+def test_ci_runs_python_3_9_at_the_oldest_release_setup_py_allows() -> None:
+    setup = (ROOT / "setup.py").read_text(encoding="utf-8")
+    block = setup[setup.index("install_requires=[") : setup.index("extras_require=")]
+    floors = dict(re.findall(r'"([A-Za-z0-9_.-]+)>=([0-9.]+)', block))
+    assert set(floors) == {"websocket-client", "websockets", "requests", "msgspec"}
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    pinned = dict(re.findall(r'"([A-Za-z0-9_.-]+)==([0-9.]+)"', ci))
+    # Pins may spell a floor in full ("1.6" as "1.6.0").
+    assert {name: pinned.get(name, "").removesuffix(".0") for name in floors} == {
+        name: floor.removesuffix(".0") for name, floor in floors.items()
+    }
+
+
 def test_python_code_blocks_compile() -> None:
     blocks = re.findall(r"\.\. code-block:: python\n\n((?:    .*\n|\n)+)", README)
     assert len(blocks) >= 3

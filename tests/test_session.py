@@ -705,6 +705,9 @@ def test_tls_and_proxy_failures_are_clear_connection_errors(
             Session(owner_type="agent", owner_id=agent_id, connect_timeout=scaled(2),
                     proxy={"http_proxy_host": "127.0.0.1",
                            "http_proxy_port": closed.getsockname()[1],
+                           # websocket-client 1.6 bypasses proxies for 127.0.0.1
+                           # unless told which hosts to bypass
+                           "http_no_proxy": ["example.invalid"],
                            "proxy_type": "http"}).connect()
 
 

@@ -34,7 +34,7 @@ from typing import Any, Dict, Mapping, Optional
 
 import websocket
 from websockets.client import ClientProtocol
-from websockets.exceptions import InvalidMessage, InvalidStatus, WebSocketException
+from websockets.exceptions import InvalidHandshake, InvalidStatus, WebSocketException
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
@@ -137,7 +137,7 @@ def _upgrade_direct(url: str, api_key: str, timeout: float) -> Optional[socket.s
     ``timeout`` bounds each step. Returns the socket, or None for websocket-client to
     ask again: a redirect (it follows it) or a response websockets does not take
     (an ``HTTP/1.0`` status line, a refusal whose body has no length). Raises
-    websockets' ``InvalidStatus`` for a refusal, ``InvalidMessage`` when the
+    websockets' ``InvalidStatus`` for a refusal, an ``InvalidHandshake`` when the
     connection ends before a response, and the socket's errors.
     """
     uri = parse_uri(url)
@@ -196,11 +196,12 @@ def _read_response(sock: socket.socket, protocol: ClientProtocol) -> bool:
 
 
 def _no_response(failure: Optional[BaseException]) -> WebSocketException:
-    """The connection ended before a response: websockets' ``InvalidMessage``
-    (websockets 14 leaves its parser's own ``EOFError`` instead)."""
+    """The connection ended before a response: websockets' ``InvalidMessage`` from
+    version 15, its parser's own ``EOFError`` in 14 (wrapped here in the
+    ``InvalidHandshake`` they share; ``InvalidMessage`` is deprecated in 14)."""
     if isinstance(failure, WebSocketException):
         return failure
-    error = InvalidMessage("did not receive a valid HTTP response")
+    error = InvalidHandshake("did not receive a valid HTTP response")
     error.__cause__ = failure
     return error
 
