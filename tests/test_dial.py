@@ -58,7 +58,9 @@ class BareServer:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="bare-server")
+        # A daemon: should close() ever fail, a thread left in accept() must not
+        # hold the interpreter at exit.
+        self._thread = threading.Thread(target=self._serve, name="bare-server", daemon=True)
         self._thread.start()
 
     @property
@@ -208,7 +210,7 @@ def test_a_redirect_is_followed_by_websocket_client(
 
 
 def test_a_proxy_in_the_environment_is_left_to_websocket_client(
-    engine: LocalEngine, monkeypatch: pytest.MonkeyPatch
+    engine: LocalEngine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     agent = engine.add_agent("Any", turn=lambda ctx: ctx.complete("hi"))
     # The "proxy": bound, never listening, kept bound until the end (connections are
@@ -222,8 +224,10 @@ def test_a_proxy_in_the_environment_is_left_to_websocket_client(
             Session(owner_type="agent", owner_id=agent, connect_timeout=scaled(5)).connect()
     assert "Connection refused" in str(caught.value)
     monkeypatch.delenv("http_proxy")
+    caplog.set_level(logging.DEBUG, logger="websockets.client")
     with Session(owner_type="agent", owner_id=agent) as session:  # direct again
         assert session.ask("hello", timeout=scaled(10)).text == "hi"
+    assert any("< HTTP/1.1 101" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize(
@@ -248,11 +252,15 @@ def test_the_trace_and_a_proxy_variable_keep_websocket_clients_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url = "ws://127.0.0.1:8080/v1/ws/session"
+    trace_logger = logging.getLogger("websocket")
+    level, handlers = trace_logger.level, list(trace_logger.handlers)
     websocket.enableTrace(True, handler=logging.NullHandler())
     try:
         assert _is_direct(url, None) is False
     finally:
         websocket.enableTrace(False)
+        trace_logger.setLevel(level)
+        trace_logger.handlers[:] = handlers
     for name in ("http_proxy", "HTTP_PROXY"):
         monkeypatch.setenv(name, "http://127.0.0.1:3128")
         assert _is_direct(url, None) is False
@@ -283,7 +291,7 @@ def test_a_refusal_without_a_length_on_a_kept_connection_is_not_waited_out(
     reply = b"HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\n\r\nno"
     server = bare(lambda request: reply, connections=2)
     with pytest.raises(AuthenticationError) as caught:
-        open_socket(server.url, KEY, timeout=2.0)
+        open_socket(server.url, KEY, timeout=scaled(2))
     assert caught.value.status_code == 401
     assert len(server.requests) == 2
 
@@ -297,3 +305,13 @@ def test_an_end_before_any_response_is_a_websockets_error_on_every_version() -> 
     assert isinstance(error.__cause__, EOFError)
     already = InvalidHandshake("did not receive a valid HTTP response")
     assert _no_response(already) is already
+
+
+@pytest.mark.parametrize(
+    "url", ["ws://127.0.0.1:abc/v1/ws/session", "ws://127.0.0.1:99999/v1/ws/session"]
+)
+def test_a_malformed_url_is_a_connection_error_as_before(url: str) -> None:
+    assert _is_direct(url, None) is False  # websocket-client reports it
+    with pytest.raises(SessionConnectionError) as caught:
+        open_socket(url, KEY, timeout=scaled(5))
+    assert "could not open the WebSocket" in str(caught.value)

@@ -6,13 +6,13 @@ setting by :mod:`._tls`). The upgraded socket is then handed to a
 :class:`~._connection.Connection`.
 
 A direct ``ws://`` connection to this machine (a loopback address or ``localhost``:
-the local engine, a development server; no proxy given or in ``http_proxy``, no
-credentials in the URL, websocket-client's trace off) is upgraded by websockets'
+the local engine, a development server; no proxy given or in ``http_proxy``/``HTTP_PROXY``,
+no credentials in the URL, websocket-client's trace off) is upgraded by websockets'
 sans-I/O ``ClientProtocol`` instead, the library that already frames every
 connection: websocket-client reads the response one byte per Python call, about
 0.5 ms of a 1.5 ms local connect. The TCP connection gets websocket-client's socket
 options; the response is peeked at and only its header block taken from the kernel,
-so the first frames stay in the socket. A redirect, or a response websockets does
+so the first frames stay in the socket. A redirect, or any response websockets does
 not take, is left to websocket-client, which asks again. Over TLS the handshake
 costs milliseconds and the same change saves about 0.1 ms, so ``wss://`` keeps
 websocket-client's path; so does any other host, which may sit behind a proxy or a
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import logging
 import os
 import socket
 import ssl
@@ -50,11 +49,10 @@ from .errors import (
 
 __all__ = ["open_socket"]
 
-logger = logging.getLogger(__name__)
-
 #: How much of the response one read takes or looks at.
 _PEEK = 4096
-#: The statuses websocket-client follows (it does, when the direct upgrade meets one).
+#: Redirect statuses: the direct upgrade hands them to websocket-client, which follows
+#: 301, 302 and 303 (307 and 308 too, from 1.6.4) and reports any other.
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
@@ -68,10 +66,11 @@ def open_socket(
 ) -> socket.socket:
     """Dial ``url`` with the Bearer header; return the upgraded socket (caller's thread).
 
-    ``timeout`` bounds each step (resolving, connecting, each read and write), as
-    websocket-client's ``timeout`` does. Raises a :class:`SessionHandshakeError` that
-    is also the HTTP status class (e.g. :class:`AuthenticationError`) when the upgrade
-    is refused, :class:`SessionTimeoutError` when ``timeout`` runs out, and
+    ``timeout`` bounds connecting and each read and write, as websocket-client's
+    ``timeout`` does (name resolution has no bound of its own). Raises a
+    :class:`SessionHandshakeError` that is also the HTTP status class (e.g.
+    :class:`AuthenticationError`) when the upgrade is refused,
+    :class:`SessionTimeoutError` when ``timeout`` runs out, and
     :class:`SessionConnectionError` for any other failure to connect.
     """
     if _is_direct(url, proxy):
@@ -118,11 +117,12 @@ def _is_direct(url: str, proxy: Optional[Mapping[str, Any]]) -> bool:
     if os.environ.get("http_proxy", os.environ.get("HTTP_PROXY", "")).strip():
         return False
     try:
-        host = parse_uri(url).host
-    except WebSocketException:
-        return False  # websocket-client reports it
-    if "@" in url.split("/", 3)[2]:
+        uri = parse_uri(url)
+    except (WebSocketException, ValueError):  # e.g. a port that is not a number
+        return False  # websocket-client reports it, as ever
+    if uri.user_info is not None:
         return False
+    host = uri.host
     if host.lower() == "localhost":
         return True
     try:
@@ -134,9 +134,11 @@ def _is_direct(url: str, proxy: Optional[Mapping[str, Any]]) -> bool:
 def _upgrade_direct(url: str, api_key: str, timeout: float) -> Optional[socket.socket]:
     """Open the TCP connection websocket-client would open (its default socket
     options: no delay, keepalive) and upgrade it with websockets' ``ClientProtocol``;
-    ``timeout`` bounds each step. Returns the socket, or None for websocket-client to
-    ask again: a redirect (it follows it) or a response websockets does not take
-    (an ``HTTP/1.0`` status line, a refusal whose body has no length). Raises
+    ``timeout`` bounds connecting and each read and write. Returns the socket, or
+    None for websocket-client to ask again: a redirect (it follows the usual ones)
+    or any response websockets does not take (an ``HTTP/1.0`` status line, a
+    ``101`` that fails its checks, an end mid-header, a refusal whose body has no
+    length). Raises
     websockets' ``InvalidStatus`` for a refusal, an ``InvalidHandshake`` when the
     connection ends before a response, and the socket's errors.
     """
@@ -171,9 +173,9 @@ def _read_response(sock: socket.socket, protocol: ClientProtocol) -> bool:
     """Feed ``protocol`` the response until it accepts or refuses the upgrade, or
     the connection ends before any response. The header block is peeked at and
     taken exactly; a refusal's body is read when its length is given. False when
-    websocket-client should ask again instead: a response websockets cannot parse,
-    or a refusal without a ``Content-Length`` (websockets would wait for the
-    connection to end, websocket-client does not)."""
+    websocket-client should ask again instead: a response websockets does not take
+    (unparsed, or failing its checks), or a refusal without a ``Content-Length``
+    (websockets would wait for the connection to end, websocket-client does not)."""
     block = b""  # the header block, as taken so far
     while protocol.state is State.CONNECTING and protocol.handshake_exc is None:
         if block.endswith(b"\r\n\r\n"):
@@ -236,6 +238,8 @@ def _raise_ours(exc: BaseException, url: str, timeout: float) -> None:
 def _raise_refused(
     url: str, status: int, body: Any, headers: Optional[Mapping[str, str]]
 ) -> None:
+    """Raise the handshake error for a refused upgrade: the status class, with the
+    body's explanation and the headers' ``Retry-After``."""
     if isinstance(body, (bytes, bytearray)):  # websockets' body may be a bytearray
         text = bytes(body).decode("utf-8", "replace")
     else:
