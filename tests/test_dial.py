@@ -21,7 +21,7 @@ from websockets.uri import parse_uri
 from websockets.utils import accept_key
 
 from vectorshift_sync import AuthenticationError, SessionConnectionError, SessionTimeoutError
-from vectorshift_sync._dial import _is_direct, _no_response, _read_response, open_socket
+from vectorshift_sync._dial import _direct_target, _no_response, _read_response, open_socket
 from vectorshift_sync.session import Session
 from vectorshift_sync.testing import LocalEngine
 
@@ -244,8 +244,8 @@ def test_a_proxy_in_the_environment_is_left_to_websocket_client(
     ],
 )
 def test_only_a_direct_ws_url_to_this_machine_takes_the_direct_path(url: str, direct: bool) -> None:
-    assert _is_direct(url, None) is direct
-    assert _is_direct(url, {"http_proxy_host": "proxy", "http_proxy_port": 3128}) is False
+    assert (_direct_target(url, None) is not None) is direct
+    assert _direct_target(url, {"http_proxy_host": "proxy", "http_proxy_port": 3128}) is None
 
 
 def test_the_trace_and_a_proxy_variable_keep_websocket_clients_path(
@@ -256,16 +256,16 @@ def test_the_trace_and_a_proxy_variable_keep_websocket_clients_path(
     level, handlers = trace_logger.level, list(trace_logger.handlers)
     websocket.enableTrace(True, handler=logging.NullHandler())
     try:
-        assert _is_direct(url, None) is False
+        assert _direct_target(url, None) is None
     finally:
         websocket.enableTrace(False)
         trace_logger.setLevel(level)
         trace_logger.handlers[:] = handlers
     for name in ("http_proxy", "HTTP_PROXY"):
         monkeypatch.setenv(name, "http://127.0.0.1:3128")
-        assert _is_direct(url, None) is False
+        assert _direct_target(url, None) is None
         monkeypatch.delenv(name)
-    assert _is_direct(url, None) is True
+    assert _direct_target(url, None) is not None
 
 
 @pytest.mark.parametrize(
@@ -311,7 +311,7 @@ def test_an_end_before_any_response_is_a_websockets_error_on_every_version() -> 
     "url", ["ws://127.0.0.1:abc/v1/ws/session", "ws://127.0.0.1:99999/v1/ws/session"]
 )
 def test_a_malformed_url_is_a_connection_error_as_before(url: str) -> None:
-    assert _is_direct(url, None) is False  # websocket-client reports it
+    assert _direct_target(url, None) is None  # websocket-client reports it
     with pytest.raises(SessionConnectionError) as caught:
         open_socket(url, KEY, timeout=scaled(5))
     assert "could not open the WebSocket" in str(caught.value)

@@ -35,7 +35,7 @@ import websocket
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake, InvalidStatus, WebSocketException
 from websockets.protocol import State
-from websockets.uri import parse_uri
+from websockets.uri import WebSocketURI, parse_uri
 
 from ._redaction import masking
 from ._tls import with_shared_context
@@ -73,16 +73,13 @@ def open_socket(
     :class:`SessionTimeoutError` when ``timeout`` runs out, and
     :class:`SessionConnectionError` for any other failure to connect.
     """
-    if _is_direct(url, proxy):
-        try:
-            sock = _upgrade_direct(url, api_key, timeout)
-        except BaseException as exc:
-            _raise_ours(exc, url, timeout)
-            raise
-        if sock is not None:
-            return sock
     options: Dict[str, Any] = dict(proxy or {})
+    direct = _direct_target(url, proxy)
     try:
+        if direct is not None:
+            upgraded = _upgrade_direct(direct, api_key, timeout)
+            if upgraded is not None:
+                return upgraded
         with masking(api_key):  # websocket-client's trace logs the Authorization header
             ws = websocket.create_connection(
                 url,
@@ -105,44 +102,43 @@ def open_socket(
     return sock
 
 
-def _is_direct(url: str, proxy: Optional[Mapping[str, Any]]) -> bool:
-    """A ``ws://`` URL to this machine (a loopback address or ``localhost``: the
-    local engine, a development server) that websocket-client would dial without a
-    proxy (none given, none in the variables it reads for ``ws://``), with no
-    credentials in it, while websocket-client's trace is off (whoever turned it on
-    wants to see the handshake in it). Anything else may sit behind a proxy or a
-    load balancer that keeps cookies, which websocket-client handles."""
+def _direct_target(url: str, proxy: Optional[Mapping[str, Any]]) -> Optional[WebSocketURI]:
+    """``url``, parsed, if it is a ``ws://`` URL to this machine (a loopback address
+    or ``localhost``: the local engine, a development server) that websocket-client
+    would dial without a proxy (none given, none in the variables it reads for
+    ``ws://``), with no credentials in it, while websocket-client's trace is off
+    (whoever turned it on wants to see the handshake in it). Anything else may sit
+    behind a proxy or a load balancer that keeps cookies, which websocket-client
+    handles: None."""
     if proxy or not url.startswith("ws://") or websocket.isEnabledForTrace():
-        return False
+        return None
     if os.environ.get("http_proxy", os.environ.get("HTTP_PROXY", "")).strip():
-        return False
+        return None
     try:
         uri = parse_uri(url)
     except (WebSocketException, ValueError):  # e.g. a port that is not a number
-        return False  # websocket-client reports it, as ever
+        return None  # websocket-client reports it, as ever
     if uri.user_info is not None:
-        return False
-    host = uri.host
-    if host.lower() == "localhost":
-        return True
+        return None
+    if uri.host.lower() == "localhost":
+        return uri
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return uri if ipaddress.ip_address(uri.host).is_loopback else None
     except ValueError:
-        return False
+        return None
 
 
-def _upgrade_direct(url: str, api_key: str, timeout: float) -> Optional[socket.socket]:
+def _upgrade_direct(uri: WebSocketURI, api_key: str, timeout: float) -> Optional[socket.socket]:
     """Open the TCP connection websocket-client would open (its default socket
     options: no delay, keepalive) and upgrade it with websockets' ``ClientProtocol``;
     ``timeout`` bounds connecting and each read and write. Returns the socket, or
     None for websocket-client to ask again: a redirect (it follows the usual ones)
     or any response websockets does not take (an ``HTTP/1.0`` status line, a
     ``101`` that fails its checks, an end mid-header, a refusal whose body has no
-    length). Raises
-    websockets' ``InvalidStatus`` for a refusal, an ``InvalidHandshake`` when the
-    connection ends before a response, and the socket's errors.
+    length). Raises websockets' ``InvalidStatus`` for a refusal, an
+    ``InvalidHandshake`` when the connection ends before a response, and the
+    socket's errors.
     """
-    uri = parse_uri(url)
     sock = socket.create_connection((uri.host, uri.port), timeout=timeout)
     try:
         for option in websocket.DEFAULT_SOCKET_OPTION:
