@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import resource
 import threading
+import time
+from typing import Dict, Optional
 
-__all__ = ["raise_fd_limit", "threads_now"]
+__all__ = ["raise_fd_limit", "threads_now", "cpu_by_thread"]
 
 
 def raise_fd_limit() -> int:
@@ -28,3 +30,24 @@ def threads_now() -> int:
             if line.startswith("Threads:"):
                 return int(line.split()[1])
     return threading.active_count()  # pragma: no cover - no /proc
+
+
+def cpu_by_thread() -> Optional[Dict[str, float]]:
+    """CPU seconds each named group of this process's live Python threads has used so
+    far, read from each thread's own CPU clock (``pthread_getcpuclockid``); ``None``
+    where there is no such clock. Threads are grouped by name with a ``-<number>``
+    tail cut (a pool's workers make one group); a thread that has ended is not
+    counted, so read it while the threads of interest still live."""
+    if not hasattr(time, "pthread_getcpuclockid"):  # pragma: no cover - not Unix
+        return None
+    groups: Dict[str, float] = {}
+    for thread in threading.enumerate():
+        if thread.ident is None:
+            continue
+        try:
+            seconds = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        except OSError:  # ended between enumerate() and here
+            continue
+        name = thread.name.rstrip("0123456789").rstrip("-")
+        groups[name] = groups.get(name, 0.0) + seconds
+    return groups

@@ -396,6 +396,29 @@ def summary_table(rows: List[Dict[str, Any]]) -> List[str]:
     return out
 
 
+def cpu_table(rows: List[Dict[str, Any]]) -> List[str]:
+    """Per scale row of ours: the window's CPU by thread (``scale_ours._cpu_split``)."""
+    picked = [r for r in rows if r["side"] == "ours" and r.get("cpu_split")]
+    if not picked:
+        return []
+    out = [
+        "| section | N | form | I/O thread | consumer threads | callback pool | main thread "
+        "| other | total | official total |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in picked:
+        split = row["cpu_split"]
+        official = _official_for(rows, row) or {}
+        out.append(
+            f"| {row['section']} | {row['n']:,} | {row['form']} | {_f(split['io'], 1)} "
+            f"| {_f(split['consumers'] or None, 1)} | {_f(split['callbacks'] or None, 1)} "
+            f"| {_f(split['main'], 1)} | {_f(split['other'], 1)} "
+            f"| {_f(row.get('cpu_us_per_event'), 1)} "
+            f"| {_f(official.get('cpu_us_per_event'), 1)} |"
+        )
+    return out
+
+
 def _median(values: List[float]) -> Optional[float]:
     return statistics.median(values) if values else None
 
@@ -465,6 +488,11 @@ def table(results: Dict[str, Any], args: argparse.Namespace) -> str:
         (
             f"### Scale over {args.reps} interleaved repetitions (every row above is one)",
             summary_table(rows),
+        ),
+        (
+            "### Where our client's CPU went (µs per delivered event, by thread; "
+            "the official SDK's total beside it)",
+            cpu_table(rows),
         ),
         ("### wss:// (trustme CA)", scale_table(rows, "wss")),
         (

@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _process import raise_fd_limit, threads_now  # noqa: E402
+from _process import cpu_by_thread, raise_fd_limit, threads_now  # noqa: E402
 
 from vectorshift_sync import Session, SessionEventType  # noqa: E402
 from vectorshift_sync.events import SessionEvent  # noqa: E402
@@ -61,6 +61,7 @@ class Tally:
         "ended_early",
         "done",
         "story",
+        "cpu_s",
     )
 
     def __init__(self, cut: bool) -> None:
@@ -77,6 +78,7 @@ class Tally:
         self.ended_early = False  # the iteration stopped without a turn end
         self.done = threading.Event()
         self.story: List[str] = []  # every event but the deltas, in order (diagnosis)
+        self.cpu_s = 0.0  # the consumer thread's own CPU while it listened (listen form)
 
     def feed(self, event: SessionEvent) -> bool:
         """Count one event; True at the end of the turn."""
@@ -129,6 +131,7 @@ def _consume(session: Session, tally: Tally, ready: threading.Event, timeout: fl
         tally.done.set()
         return
     ready.set()
+    cpu0 = time.thread_time()
     try:
         with events:
             for event in events:
@@ -139,6 +142,7 @@ def _consume(session: Session, tally: Tally, ready: threading.Event, timeout: fl
     except Exception:  # SessionTimeoutError: counted as an unfinished turn
         tally.ended_early = True
     finally:
+        tally.cpu_s = time.thread_time() - cpu0
         tally.done.set()
 
 
@@ -157,6 +161,30 @@ class Countdown:
             self._left -= 1
             if self._left == 0:
                 self.zero.set()
+
+
+def _cpu_split(
+    before: Optional[Dict[str, float]],
+    after: Optional[Dict[str, float]],
+    tallies: Optional[List[Tally]],
+    total: float,
+    events: int,
+) -> Optional[Dict[str, float]]:
+    """The window's CPU by thread, in µs per delivered event: the I/O thread
+    (``vectorshift-io``), the callback pool, the consumer threads (listen form: each
+    timed by itself, as they end with their turns), the main thread (the sends), and
+    the rest of the process (threads that came and went, such as reconnect workers)."""
+    if before is None or after is None or not events:
+        return None
+    spent = {name: after[name] - before.get(name, 0.0) for name in after}
+    split = {
+        "io": spent.pop("vectorshift-io", 0.0),
+        "callbacks": spent.pop("vectorshift-callbacks", 0.0),
+        "consumers": sum(t.cpu_s for t in tallies) if tallies else 0.0,
+        "main": spent.pop("MainThread", 0.0),
+    }
+    split["other"] = max(total - sum(split.values()), 0.0)
+    return {name: seconds / events * 1e6 for name, seconds in split.items()}
 
 
 def run(cfg: Dict[str, Any]) -> Dict[str, Any]:
@@ -218,6 +246,7 @@ def run(cfg: Dict[str, Any]) -> Dict[str, Any]:
     own_threads = len(consumers) + 1  # the consumers and the main thread
     threads_max = threads_now()
 
+    split0 = cpu_by_thread()
     cpu0 = time.process_time()
     trigger = time.monotonic()
     send_errors = 0
@@ -236,6 +265,7 @@ def run(cfg: Dict[str, Any]) -> Dict[str, Any]:
     threads_max = max(threads_max, threads_now())
     window_end = time.monotonic()
     cpu = time.process_time() - cpu0
+    split1 = cpu_by_thread()
     rss_peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     ends = [t.ended_at for t in tallies if t.ended_at is not None]
@@ -256,6 +286,8 @@ def run(cfg: Dict[str, Any]) -> Dict[str, Any]:
         "cpu_s": cpu,
         "events": events,
         "cpu_us_per_event": cpu / events * 1e6 if events else None,
+        # Which threads spent it, in µs per event (see _cpu_split).
+        "cpu_split": _cpu_split(split0, split1, tallies if consumers else None, cpu, events),
         "threads_base": threads_base,
         "threads_max": threads_max,
         "own_threads": own_threads,

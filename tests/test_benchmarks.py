@@ -152,6 +152,7 @@ def test_quick_scale_run_covers_every_section(tmp_path: Path) -> None:
         "## vectorshift_sync scale benchmark",
         "### Scale",
         "### Scale over 2 interleaved repetitions",
+        "### Where our client's CPU went",
         "### wss://",
         "### Chaos",
     ):
@@ -173,10 +174,19 @@ def test_quick_scale_run_covers_every_section(tmp_path: Path) -> None:
         assert row["extra_events"] == 0, what
         assert row["completes_lost"] == 0 and row["completes_repeated"] == 0, what
         assert row["events"] >= row["deltas_expected"] > 0, what
+        # The CPU split read each thread's own clock: the I/O thread read every
+        # delta, and the consumers (listen) or the callback pool (callbacks) took them.
+        split = row["cpu_split"]
+        assert split["io"] > 0 and split["main"] > 0, what
+        if row["form"] == "listen":
+            assert split["consumers"] > 0 and split["callbacks"] == 0, what
+        else:
+            assert split["callbacks"] > 0 and split["consumers"] == 0, what
         if row["section"] == "chaos":
             assert row["cut"] == 4 and row["cut_reconnected"] == 4, what
             assert row["cut_recovered_twice"] == 0, what
     assert re.search(r"^\| 20 \| ours \| listen \| \d+\.\d\d \| [\d,]+ \| \d", out, re.M), out
+    assert re.search(r"^\| scale \| 20 \| callbacks \| \d+\.\d \| - \| \d+\.\d \|", out, re.M), out
     if _official_available() or _compat_required():
         official = [row for row in rows if row["side"] == "official" and "error" not in row]
         assert re.search(r"^\| 20 \| ours \| callbacks \| 2 \|.*\| \d+\.\d\dx \|", out, re.M)
