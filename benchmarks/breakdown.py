@@ -9,8 +9,8 @@ The stages run the library's real code: ``Connection.on_readable`` (reads, then 
 framing fast path that slices plain text frames and hands the rest to websockets'
 sans-I/O ``Protocol``) over an in-memory socket that hands out the wire bytes 64 KiB
 per ``recv()`` (so no system call is timed), with websockets' ``Protocol`` alone for
-reference; then ``parse_frame``, split into its JSON decode (msgspec) and the event
-build; then the session's sink and ``Link.on_messages`` (parse, route, fan-out);
+reference; then ``read_frame`` (``parse_frame`` as the I/O thread calls it), split
+into its JSON decode (msgspec) and the event build; then the session's sink and ``Link.on_messages`` (parse, route, fan-out);
 then ``next()`` on a ``listen()`` iterator. The target line is the I/O thread's cost
 per delta: framing + parse + route. These are private parts of the library; the
 session stages are shown as n/a if they change.
@@ -139,9 +139,9 @@ def main() -> int:
     rows.append(
         ("  json.loads(bytes), for reference", best_us(lambda: [json.loads(m) for m in messages]))
     )
-    parse = best_us(lambda: [proto.parse_frame(m, SID) for m in messages])
-    rows.append(("parse_frame: decode + event build", parse))
-    rows.append(("  of which event build (field checks, SessionEvent, Parsed)", parse - decode))
+    parse = best_us(lambda: [proto.read_frame(m, SID) for m in messages])
+    rows.append(("read_frame: decode + event build", parse))
+    rows.append(("  of which event build (field checks, SessionEvent)", parse - decode))
     events = [proto.parse_frame(p, SID).event for p in payloads]
     queue = SubscriberQueue(0)
 
@@ -186,7 +186,7 @@ def main() -> int:
         total = best_us(routing) - framing
         if pending.qsize() != N:
             raise RuntimeError(f"the listener got {pending.qsize()} of {N} events")
-        rows.append(("Link.on_messages: parse_frame + route + fan-out + offer", total))
+        rows.append(("Link.on_messages: read_frame + route + fan-out + offer", total))
         rows.append(("  of which route + fan-out + offer", total - parse))
         rows.append(("receive cost on the I/O thread: framing + parse + route", framing + total))
 

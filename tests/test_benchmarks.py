@@ -113,7 +113,7 @@ def test_breakdown_times_every_stage() -> None:
         "websockets' Protocol alone",
         "JSON decode",
         "event build",
-        "parse_frame",
+        "read_frame",
         "Link.on_messages",
         "route + fan-out",
         "receive cost on the I/O thread",

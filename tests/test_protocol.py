@@ -41,6 +41,7 @@ from vectorshift_sync._protocol import (
     encode_send_many,
     encode_terminate,
     parse_frame,
+    read_frame,
 )
 from vectorshift_sync.errors import ArgumentTypeError, InvalidArgumentError, VectorshiftError
 from vectorshift_sync.events import (
@@ -1264,9 +1265,46 @@ def _check_parsed(parsed: Parsed) -> None:
 def _parse_or_frame_error(text: Any) -> None:
     try:
         parsed = parse_frame(text, OWN)
-    except FrameError:
+    except FrameError as exc:
+        # The I/O thread's form refuses the same frames with the same error.
+        with pytest.raises(type(exc)) as again:
+            read_frame(text, OWN)
+        assert str(again.value) == str(exc)
         return
     _check_parsed(parsed)
+    _check_read_frame_agrees(text, parsed)
+
+
+def _check_read_frame_agrees(text: Any, parsed: Parsed) -> None:
+    """read_frame gives the same meaning as parse_frame: the bare event exactly when
+    the frame is an event and nothing else, the whole Parsed otherwise."""
+    meaning = read_frame(text, OWN)
+    if parsed.event is not None and parsed.reply is None:
+        assert type(meaning) is SessionEvent and meaning == parsed.event
+    else:
+        assert type(meaning) is Parsed and meaning == parsed
+
+
+def test_read_frame_gives_a_bare_event_only_when_there_is_no_reply() -> None:
+    delta = json.dumps(
+        {"type": "message_delta", "session_id": "s", "message_id": "m", "value": "hi", "index": 3}
+    )
+    event = read_frame(delta, OWN)
+    assert type(event) is SessionEvent
+    assert event == SessionEvent(
+        SessionEventType.MESSAGE_DELTA, "s", "m", {"delta": "hi", "index": 3}
+    )
+    assert parse_frame(delta, OWN) == Parsed(event)
+    created = read_frame(json.dumps({"type": "session_created", "session_id": "new"}), OWN)
+    assert type(created) is Parsed and created.reply == Reply("create_session", True, "new")
+    assert read_frame(json.dumps({"type": "disconnect_session"}), OWN) == Parsed()
+    # A refused post has no waiter: an event alone; a refused connect has one.
+    refused = read_frame(json.dumps({"type": "post_message", "success": False}), OWN)
+    assert type(refused) is SessionEvent and refused.type is SessionEventType.ERROR
+    refused = read_frame(json.dumps({"type": "connect_session", "success": False}), OWN)
+    assert type(refused) is Parsed and refused.reply is not None and not refused.reply.ok
+    for text in (delta, '{"type": "pong"}', '{"type": "error", "error": "x"}'):
+        _check_read_frame_agrees(text, parse_frame(text, OWN))
 
 
 def test_the_fuzzed_frame_types_are_the_types_the_parser_knows() -> None:

@@ -60,13 +60,13 @@ class Inbound:
         self.last_seen: Optional[str] = None
         self.history_known = True  # False while a resumed session has seen nothing
 
-    def parse(self, raws: List[bytes], session_id: str) -> List[proto.Parsed]:
+    def parse(self, raws: List[bytes], session_id: str) -> List[proto.EventOrParsed]:
         """Parse one read's frames (I/O thread, no lock); malformed and unknown
         frames are skipped with a log line (unknown kinds once each, at most 64)."""
-        parsed: List[proto.Parsed] = []
+        parsed: List[proto.EventOrParsed] = []
         for raw in raws:
             try:
-                parsed.append(proto.parse_frame(raw, session_id))
+                parsed.append(proto.read_frame(raw, session_id))
             except proto.UnknownFrameError as exc:
                 kinds = self._unknown_kinds
                 if exc.kind not in kinds and len(kinds) < 64:
@@ -78,7 +78,7 @@ class Inbound:
 
     def route_locked(
         self,
-        parsed: List[proto.Parsed],
+        parsed: List[proto.EventOrParsed],
         wakes: Optional[Set[Waker]],
         reconnect_attempt: Optional[int],
     ) -> None:
@@ -87,6 +87,10 @@ class Inbound:
         loop's set of consumers to wake at the end of its round."""
         batch: List[SessionEvent] = []
         for item in parsed:
+            if type(item) is SessionEvent:  # an event alone: most frames
+                batch.append(item)
+                continue
+            assert isinstance(item, proto.Parsed)
             if item.reply is None:
                 if item.event is not None:
                     batch.append(item.event)
