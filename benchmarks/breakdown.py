@@ -10,10 +10,11 @@ framing fast path that slices plain text frames and hands the rest to websockets
 sans-I/O ``Protocol``) over an in-memory socket that hands out the wire bytes 64 KiB
 per ``recv()`` (so no system call is timed), with websockets' ``Protocol`` alone for
 reference; then ``read_frame`` (``parse_frame`` as the I/O thread calls it), split
-into its JSON decode (msgspec) and the event build; then the session's sink and ``Link.on_messages`` (parse, route, fan-out);
-then ``next()`` on a ``listen()`` iterator. The target line is the I/O thread's cost
-per delta: framing + parse + route. These are private parts of the library; the
-session stages are shown as n/a if they change.
+into its JSON decode (msgspec) and the event build; then the session's sink and
+``Link.on_messages`` (parse, route, fan-out); then ``next()`` on a ``listen()``
+iterator. The target line is the I/O thread's cost per delta: framing + parse +
+route. These are private parts of the library; the session stages are shown as n/a
+if they change.
 """
 
 from __future__ import annotations

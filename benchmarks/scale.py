@@ -25,6 +25,10 @@ session. Per row:
   SESSION_CONNECTED but the connect's own);
 * unfinished: turns whose end the consumer never saw within ``--timeout``.
 
+A second table splits ours' CPU by thread (the I/O thread, the consumer threads, the
+callback pool, the main thread's sends, the rest), each read from the thread's own
+CPU clock.
+
 ``--tls``: ``wss://`` rows (a ``trustme`` CA; ours passes ``sslopt={"ca_certs": ...}``,
 the official SDK gets the CA through ``SSL_CERT_FILE``): one session streaming
 ``--tls-one-deltas`` deltas (throughput) and ``--tls-n`` sessions.
@@ -32,6 +36,12 @@ the official SDK gets the CA through ``SSL_CERT_FILE``): one session streaming
 no close frame) while the reply completes in history; ours must end every turn and
 recover each cut reply once (reconnect + history); the official SDK has no
 reconnect and is reported as it fares.
+
+``--idle-timeout S`` gives ours ``Session(idle_timeout=S)``. With 2,000 sessions on
+two cores the engine's own threads can leave a connection without a byte (not even
+a pong) for longer than the default 15 s; ours then declares it half-open and
+reconnects, where the official SDK waits about 45 s (aiohttp's 30 s heartbeat, then
+15 s for the pong). ``--idle-timeout 45`` compares the two at the same tolerance.
 
 ``--reps K`` runs every scale row K times, interleaved (official, ours listen, ours
 callbacks, then again), and adds a table of medians and of paired ratios (ours over
@@ -142,6 +152,7 @@ class Runner:
             "timeout": args.timeout,
             "cut_every": cut_every,
             "connect_workers": args.connect_workers,
+            "idle_timeout": args.idle_timeout,
             "write": args.write,
         }
         certs = None
@@ -478,7 +489,12 @@ def table(results: Dict[str, Any], args: argparse.Namespace) -> str:
             if args.write == "frames"
             else "a reply's deltas in one write (--write burst)"
         )
-        + f"; window bound {args.timeout:.0f} s; connect: {args.connect_workers} at a time",
+        + f"; window bound {args.timeout:.0f} s; connect: {args.connect_workers} at a time"
+        + (
+            f"; ours with idle_timeout={args.idle_timeout:g} s (the default is 15 s)"
+            if args.idle_timeout is not None
+            else ""
+        ),
     ]
     sections = [
         (
@@ -549,6 +565,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--timeout", type=float, help="bound of each window, s (120; quick 30)")
     parser.add_argument("--teardown-timeout", type=float, help="disconnect bound, s (60; quick 20)")
     parser.add_argument("--connect-workers", type=int, default=8, help="connects at a time (8)")
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        help="ours: Session(idle_timeout=...), seconds of server silence before a link is "
+        "declared half-open (the library's default, 15, unless given; the official SDK "
+        "gives a silent server about 45: aiohttp's 30 s heartbeat, then 15 s for the pong)",
+    )
     parser.add_argument("--no-official", action="store_true", help="leave the official SDK out")
     parser.add_argument("--json", help="write every figure to this file")
     parser.add_argument("--log", help="engines' and clients' stderr go here (default: discarded)")

@@ -200,8 +200,12 @@ def run(cfg: Dict[str, Any]) -> Dict[str, Any]:
         return {"error": f"the open-files limit ({fd_limit}) is too low for {n} sessions"}
     threads_base = threads_now()
 
+    options: Dict[str, Any] = {"sslopt": sslopt}
+    if cfg.get("idle_timeout") is not None:
+        options["idle_timeout"] = cfg["idle_timeout"]
+
     def open_one(_: int) -> Session:
-        session = Session(owner_type="agent", owner_id=AGENTS["burst"], sslopt=sslopt)
+        session = Session(owner_type="agent", owner_id=AGENTS["burst"], **options)
         return session.connect()
 
     started = time.monotonic()
