@@ -282,6 +282,39 @@ def test_a_reply_completed_live_while_the_history_was_read_is_delivered_once() -
     assert inbound.held is None
 
 
+def test_a_read_keeps_events_and_the_reply_between_them_in_wire_order() -> None:
+    # One read: a delta, the reconnect's connect_session acknowledgement, a delta.
+    # read_frame gives the deltas bare and the acknowledgement as a Parsed pair; the
+    # first delta must be published before the reconnect's SESSION_CONNECTED, and
+    # the second held (the history is read next) rather than published ahead of it.
+    import json as _json
+    import threading as _threading
+
+    from vectorshift_sync._fanout import FanOut
+    from vectorshift_sync._inbound import Inbound
+    from vectorshift_sync._replies import ReplyDesk
+    from vectorshift_sync.events import SessionEventType as T
+
+    fanout = FanOut(_threading.Lock(), backlog=64)
+    desk = ReplyDesk()
+    inbound = Inbound(fanout, desk)
+    desk.expect_locked("connect_session", accept_untyped=False)
+
+    def delta(index: int) -> bytes:
+        frame = {"type": "message_delta", "session_id": "s", "message_id": "m",
+                 "value": f"d{index}", "index": index}
+        return _json.dumps(frame).encode()
+
+    ack = _json.dumps({"type": "connect_session", "session_id": "s"}).encode()
+    parsed = inbound.parse([delta(1), ack, delta(2)], "s")
+    assert [type(item).__name__ for item in parsed] == ["SessionEvent", "Parsed", "SessionEvent"]
+    inbound.route_locked(parsed, None, 1)
+    published = fanout.backlog.drain()
+    assert [e.type for e in published] == [T.MESSAGE_DELTA, T.SESSION_CONNECTED], published
+    assert published[0].delta == "d1" and published[1].data["reconnected"] is True
+    assert [e.delta for e in inbound.held or []] == ["d2"]
+
+
 def _failing_reconnector(error: Exception, give_up: Callable[[str, int], None]) -> Any:
     """A Reconnector whose every attempt raises ``error``, with 0.2 s back-offs."""
     from vectorshift_sync._reconnect import Reconnector

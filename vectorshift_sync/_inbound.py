@@ -87,11 +87,10 @@ class Inbound:
         loop's set of consumers to wake at the end of its round."""
         batch: List[SessionEvent] = []
         for item in parsed:
-            if type(item) is SessionEvent:  # an event alone: most frames
+            if isinstance(item, SessionEvent):  # an event alone: most frames
                 batch.append(item)
                 continue
-            assert isinstance(item, proto.Parsed)
-            if item.reply is None:
+            if item.reply is None:  # read_frame makes only Parsed() so: nothing to route
                 if item.event is not None:
                     batch.append(item.event)
                 continue

@@ -4,9 +4,10 @@ Nothing here touches a socket, a thread or the clock. Outbound, ``encode_*`` tur
 command into the exact JSON text the official SDK sends (same keys, same order, same
 ``json.dumps`` defaults). Inbound, :func:`parse_frame` turns one text frame into a
 :class:`Parsed` result: an event for subscribers, a reply for a waiting request, both,
-or neither (:func:`read_frame`, the I/O thread's form, gives an event that comes
-without a reply bare). A frame that cannot be read raises :class:`FrameError`, which the caller
-logs and skips; nothing in a frame can raise anything else.
+or neither (:func:`read_frame`, the I/O thread's form, gives a frame that means only
+an event as the bare :class:`SessionEvent`). A frame that cannot be read raises
+:class:`FrameError`, which the caller logs and skips; nothing in a frame can raise
+anything else.
 """
 
 from __future__ import annotations
@@ -386,22 +387,21 @@ EventOrParsed = Union[SessionEvent, Parsed]
 
 
 def parse_frame(text: Union[str, bytes, bytearray], session_id: str = "") -> Parsed:
-    """Read one inbound text frame.
+    """:func:`read_frame`, always as a :class:`Parsed`."""
+    meaning = read_frame(text, session_id)
+    return meaning if isinstance(meaning, Parsed) else Parsed(meaning)
+
+
+def read_frame(text: Union[str, bytes, bytearray], session_id: str = "") -> EventOrParsed:
+    """Read one inbound text frame: a frame that means only an event (nine in ten are
+    deltas) comes back as the bare :class:`SessionEvent`, anything else as
+    :class:`Parsed`. The I/O thread's form: one object fewer per delta means less
+    allocation, and fewer garbage-collector passes while events wait in queues.
 
     ``session_id`` is the session's own id, used when a frame does not carry one (an
     event's ``session_id`` is therefore always a string). Raises :class:`FrameError`
     for a frame that is not a JSON object or whose parts have the wrong shapes.
     """
-    meaning = read_frame(text, session_id)
-    return Parsed(meaning) if type(meaning) is SessionEvent else meaning  # type: ignore[return-value]
-
-
-def read_frame(text: Union[str, bytes, bytearray], session_id: str = "") -> EventOrParsed:
-    """:func:`parse_frame` for the I/O thread: a frame that is only an event (nine in
-    ten are deltas) comes back as the bare :class:`SessionEvent`, anything else as
-    :class:`Parsed`. One object fewer per delta is a tenth of the frame's cost in
-    allocation and in garbage-collector passes over events waiting in queues. Same
-    arguments and errors as :func:`parse_frame`."""
     try:
         frame = _loads(text)
     except RecursionError:
@@ -459,7 +459,7 @@ def _on_connect_session(frame: Dict[str, Any], sid: str) -> Parsed:
     )
 
 
-_Handler = Callable[[Dict[str, Any], str], "EventOrParsed"]
+_Handler = Callable[[Dict[str, Any], str], EventOrParsed]
 
 
 def _whole(event_type: SessionEventType) -> _Handler:
