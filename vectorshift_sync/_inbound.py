@@ -90,8 +90,8 @@ class Inbound:
             if isinstance(item, SessionEvent):  # an event alone: most frames
                 batch.append(item)
                 continue
-            if item.reply is None:  # read_frame makes only Parsed() so: nothing to route
-                if item.event is not None:
+            if item.reply is None:  # from read_frame only Parsed(): a frame meaning nothing
+                if item.event is not None:  # any other Parsed(event) is an event alone
                     batch.append(item.event)
                 continue
             if batch:  # keep the order: what came before the reply goes first
