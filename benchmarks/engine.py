@@ -19,10 +19,12 @@ and serves until stdin closes or SIGTERM. Agents (each turn is wrapped in
 * ``Chorus``: the text is ``N R`` like ``Paced``, but one engine thread paces every
   session at once (the scale test).
 * ``Burst``: the text is ``go N [cut] [burst]`` (``scale.py``). Writes ``N`` deltas,
-  each with a ``sendall`` of its own (``burst``: all with one), framed from a template
+  each with a write of its own (``burst``: all with one), framed from a template
   made once per ``N`` (a ``bytes.replace`` of the session id, so thousands of turns
   starting together cost the engine little), then the reply's ``Complete`` message
-  through the engine (recorded in history). With ``cut``, only the first half of the deltas is
+  through the engine (recorded in history). One engine thread (:class:`Writer`)
+  writes every turn's deltas, round-robin: a delta per session in turn, as a server
+  streaming many replies at once writes them. With ``cut``, only the first half of the deltas is
   written, then the connection is aborted (no close frame) and the reply completes
   in history while the client is away.
 * ``Trivial``: does nothing (connect timing).
@@ -36,7 +38,9 @@ import argparse
 import json
 import logging
 import os
+import select
 import signal
+import socket
 import ssl
 import sys
 import threading
@@ -237,9 +241,103 @@ def _framed(payloads: List[bytes]) -> Tuple[bytes, List[int]]:
     return b"".join(frames), ends
 
 
+class Writer:
+    """Scale runs: one engine thread writes every ``Burst`` turn's frames.
+
+    Two thousand turn threads each writing a hundred frames left the engine's
+    connection threads (pongs, ``connect_session`` acknowledgements) waiting their turn
+    for the engine's GIL for over 15 s: the scale test measured the engine's scheduling,
+    not the clients. Here a turn hands its pieces over and waits; one thread writes
+    them round-robin, one piece per turn per round (each piece still a write of its
+    own), with ``MSG_DONTWAIT`` so a client whose buffer is full is passed over, not
+    waited for; when every turn is passed over, it waits for any socket to drain.
+    (A TLS socket takes no flags: its pieces are written blocking, by the same thread.)
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._incoming: List[_Stream] = []
+        self._thread: Optional[threading.Thread] = None
+
+    def write(self, ctx: TurnContext, connection: Any, pieces: List[bytes]) -> None:
+        """Write ``pieces`` to ``connection`` in turn with every other stream; block until done."""
+        if not pieces:
+            return
+        stream = _Stream(ctx, connection, pieces)
+        with self._lock:
+            self._incoming.append(stream)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="engine-writer", daemon=True)
+                self._thread.start()
+        stream.done.wait()
+
+    def _run(self) -> None:
+        active: List[_Stream] = []
+        poller = select.poll()
+        while True:
+            with self._lock:
+                if not active and not self._incoming:
+                    self._thread = None
+                    return
+                active.extend(self._incoming)
+                self._incoming.clear()
+            blocked = []
+            for stream in active:
+                if not stream.step():
+                    blocked.append(stream)
+            active = [stream for stream in active if not stream.done.is_set()]
+            if active and len(blocked) == len(active):
+                # Every client's buffer is full: wait for one to drain (or a new turn).
+                for stream in blocked:
+                    poller.register(stream.fd, select.POLLOUT)
+                poller.poll(100)
+                for stream in blocked:
+                    poller.unregister(stream.fd)
+
+
+class _Stream:
+    """One turn's pieces on one connection, written one per round by :class:`Writer`."""
+
+    def __init__(self, ctx: TurnContext, connection: Any, pieces: List[bytes]) -> None:
+        self.ctx = ctx
+        self.connection = connection
+        self.sock = connection.socket
+        self.fd = self.sock.fileno()
+        self.tls = isinstance(self.sock, ssl.SSLSocket)
+        self.pieces = pieces
+        self.next = 0
+        self.done = threading.Event()
+
+    def step(self) -> bool:
+        """Write the next piece if the socket takes it now; False if its buffer is full."""
+        piece = self.pieces[self.next]
+        try:
+            with self.connection.send_context():
+                if self.tls:  # an SSLSocket takes no flags: a blocking write
+                    self.sock.sendall(piece)
+                else:
+                    try:
+                        sent = self.sock.send(piece, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        return False
+                    if sent < len(piece):  # rare: finish the frame before any other write
+                        self.sock.sendall(piece[sent:])
+        except Exception:  # the client went away (or aborted: chaos): the turn goes on
+            self.done.set()
+            return True
+        self.next += 1
+        if self.next == len(self.pieces) or self.ctx.cancelled:
+            self.done.set()
+        return True
+
+
+_writer = Writer()
+
+
 def burst_turn(ctx: TurnContext) -> None:
-    """``go N [cut] [burst]``: N deltas, each written with its own ``sendall`` (as a
-    server streaming tokens does), or all in one (``burst``); then the ``Complete``."""
+    """``go N [cut] [burst]``: N deltas, each written on its own (as a server streaming
+    tokens does), or all in one (``burst``), by the shared :class:`Writer`; then the
+    ``Complete``."""
     words = ctx.text.split()
     n = int(words[1])
     cut = "cut" in words[2:]
@@ -250,11 +348,7 @@ def burst_turn(ctx: TurnContext) -> None:
     if not pieces:
         pieces = [blob[start:end] for start, end in zip([0] + ends[:-1], ends)]
     for connection in _connections(ctx):
-        try:
-            for piece in pieces:
-                _write_framed(connection, piece)
-        except Exception:  # the client went away: the reply still completes below
-            pass
+        _writer.write(ctx, connection, pieces)
     if cut:
         ctx.drop()  # no close frame; the reply completes in history meanwhile
     ctx.complete("tok " * n, message_id="burst-" + ctx.session_id)

@@ -37,11 +37,15 @@ no close frame) while the reply completes in history; ours must end every turn a
 recover each cut reply once (reconnect + history); the official SDK has no
 reconnect and is reported as it fares.
 
-``--idle-timeout S`` gives ours ``Session(idle_timeout=S)``. With 2,000 sessions on
-two cores the engine's own threads can leave a connection without a byte (not even
-a pong) for longer than the default 15 s; ours then declares it half-open and
-reconnects, where the official SDK waits about 45 s (aiohttp's 30 s heartbeat, then
-15 s for the pong). ``--idle-timeout 45`` compares the two at the same tolerance.
+The engine writes every turn's deltas from one thread, a delta per session in turn
+(``engine.py``'s ``Writer``). It once gave each turn a thread of its own; with 2,000
+sessions those 2,000 writers kept the engine's connection threads from its GIL for
+over 15 s, so that links went silent (not even a pong) and ours, rightly, declared
+them half-open: the run measured the engine's scheduling, not the clients.
+
+``--idle-timeout S`` gives ours ``Session(idle_timeout=S)`` (default 15 s; the
+official SDK gives a silent server about 45 s: aiohttp's 30 s heartbeat, then 15 s
+for the pong). ``--idle-timeout 45`` compares the two at the same tolerance.
 
 ``--reps K`` runs every scale row K times, interleaved (official, ours listen, ours
 callbacks, then again), and adds a table of medians and of paired ratios (ours over
@@ -552,8 +556,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "--write",
         choices=("frames", "burst"),
         default="frames",
-        help="the engine writes each delta with a sendall of its own (frames, as a server "
-        "streaming tokens does), or a reply's deltas with one (burst)",
+        help="the engine writes each delta on its own, a delta per session in turn (frames, "
+        "as a server streaming many replies does), or a reply's deltas in one write (burst)",
     )
     parser.add_argument("--tls", action="store_true", help="add the wss:// rows")
     parser.add_argument("--tls-n", type=int, help="wss:// many-sessions row (1,000; quick 20)")
